@@ -24,10 +24,17 @@ def build_parser(prog: str, description: str, modules: Sequence[str]) -> argpars
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in modules:
         importlib.import_module(name).register(subparsers)
-    # `--workspace` is also accepted after the sub-command (`python -m pipeline demo --workspace W`).
-    for sub in subparsers.choices.values():
-        sub.add_argument("--workspace", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _accept_workspace_everywhere(subparsers)
     return parser
+
+
+def _accept_workspace_everywhere(subparsers: argparse._SubParsersAction) -> None:
+    """Let ``--workspace`` also follow the (sub-)sub-command: ``python -m pipeline demo --workspace W``."""
+    for sub in subparsers.choices.values():
+        sub.add_argument("--workspace", default=argparse.SUPPRESS, help="workspace folder")
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _accept_workspace_everywhere(action)
 
 
 def main(prog: str, description: str, modules: Sequence[str], argv: Sequence[str] | None = None) -> int:
