@@ -1,0 +1,5 @@
+"""Placeholder while being written (issue 3)."""
+
+
+def register(subparsers) -> None:
+    """Nothing yet."""
