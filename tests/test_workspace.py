@@ -95,3 +95,15 @@ def test_contains(tmp_path):
     assert ws.contains(ws.root / "datasets" / "x")
     assert not ws.contains(tmp_path / "elsewhere")
     assert not ws.contains(ws.root / ".." / "elsewhere")
+
+
+def test_atomic_files_get_normal_permissions(tmp_path):
+    write_json(tmp_path / "m.json", {})
+    expected = 0o666 & ~_current_umask()
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == expected
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
