@@ -1,5 +1,282 @@
-"""Placeholder (being written)."""
+"""Darknet weights files: the official pretrained table, a resumable download, the header reader.
+
+Header layout (facts §9, ``src/parser.c:load_weights_upto``), little-endian: ``int32 major, minor,
+revision``, then ``seen`` (images trained on) as uint64 when ``major*10+minor >= 2`` and both are
+below 1000, else as uint32. Then float32 weights.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.cli import UserError
+from pipeline.progress import ProgressFn, tqdm_progress
+
+log = logging.getLogger(__name__)
+
+AB = "https://github.com/AlexeyAB/darknet/releases/download"
+PJ = "https://pjreddie.com/media/files"
 
 
-def register(subparsers):
-    pass
+@dataclass(frozen=True)
+class Pretrained:
+    """One official file: where it comes from, its exact size, what it starts."""
+
+    url: str | None
+    bytes: int
+    models: tuple[str, ...]
+    note: str = ""
+
+
+# Sizes are exact for the stock cfgs with a 20-byte header (facts §12). No checksums are published
+# for the .conv files, so the size (plus a sane header) is the check.
+PRETRAINED: dict[str, Pretrained] = {
+    "darknet53.conv.74": Pretrained(f"{PJ}/darknet53.conv.74", 162_482_580, ("yolov3",)),
+    "yolov4.conv.137": Pretrained(f"{AB}/darknet_yolo_v3_optimal/yolov4.conv.137", 170_038_676, ("yolov4",)),
+    "yolov4-tiny.conv.29": Pretrained(f"{AB}/darknet_yolo_v4_pre/yolov4-tiny.conv.29", 19_789_716, ("yolov4-tiny",)),
+    "yolov3-tiny.conv.11": Pretrained(None, 6_303_188, ("yolov3-tiny",),
+                                      "only on the Google Drive link of AlexeyAB's README"),
+    "yolov3-tiny.conv.15": Pretrained(None, 30_973_396, ("yolov3-tiny",),
+                                      "build it: darknet partial cfg/yolov3-tiny.cfg yolov3-tiny.weights "
+                                      "yolov3-tiny.conv.15 15"),
+    "yolov3.weights": Pretrained(f"{PJ}/yolov3.weights", 248_007_048, ("yolov3",)),
+    "yolov3-tiny.weights": Pretrained(f"{PJ}/yolov3-tiny.weights", 35_434_956, ("yolov3-tiny",)),
+    "yolov4-tiny.weights": Pretrained(f"{AB}/darknet_yolo_v4_pre/yolov4-tiny.weights", 24_251_276, ("yolov4-tiny",)),
+    "yolov4.weights": Pretrained(f"{AB}/darknet_yolo_v3_optimal/yolov4.weights", 257_717_640, ("yolov4",)),
+}
+# What to start each generated model from (the backbone files).
+DEFAULT_FOR_MODEL = {"yolov3": "darknet53.conv.74", "yolov3-tiny": "yolov3-tiny.conv.11",
+                     "yolov4-tiny": "yolov4-tiny.conv.29"}
+
+CHUNK = 1 << 16  # small, so a dropped connection loses little
+ATTEMPTS = 5
+TIMEOUT_S = 30
+MAX_VERSION = 1_000_000  # larger version numbers mean the file is not a weights file
+
+
+class WeightsError(UserError):
+    """A weights file or download that is not usable; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class WeightsHeader:
+    """The header of a weights file; ``seen`` is the number of images trained on."""
+
+    major: int
+    minor: int
+    revision: int
+    seen: int
+    header_bytes: int
+
+    @property
+    def version(self) -> str:
+        return f"{self.major}.{self.minor}.{self.revision}"
+
+
+def read_header(path: str | os.PathLike) -> WeightsHeader:
+    """Read and sanity-check the header of a darknet weights file.
+
+    Raises:
+        WeightsError: the file is missing, too short, or its header/size is not a darknet one.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(20)
+        size = path.stat().st_size
+    except OSError as err:
+        raise WeightsError(f"cannot read the weights file {path} ({err.strerror})") from err
+    if len(head) < 16:
+        raise WeightsError(f"{path} is {len(head)} bytes, too short for a darknet weights header")
+    major, minor, revision = struct.unpack("<3i", head[:12])
+    if min(major, minor, revision) < 0 or max(major, minor, revision) > MAX_VERSION:
+        raise WeightsError(f"{path} does not start with a darknet weights header (version {major}.{minor}.{revision})")
+    wide = (major * 10 + minor) >= 2 and major < 1000 and minor < 1000
+    if wide and len(head) < 20:
+        raise WeightsError(f"{path} is {len(head)} bytes, too short for a darknet weights header")
+    seen = struct.unpack("<Q", head[12:20])[0] if wide else struct.unpack("<I", head[12:16])[0]
+    header_bytes = 20 if wide else 16
+    if (size - header_bytes) % 4:
+        raise WeightsError(f"{path} has {size - header_bytes} bytes after its header, not a whole number of "
+                           f"float32 weights; the file is truncated or not a weights file")
+    return WeightsHeader(major, minor, revision, seen, header_bytes)
+
+
+def iteration_for(header: WeightsHeader, batch: int, subdivisions: int = 1) -> int:
+    """The training iteration a weights file was saved at.
+
+    ``batch`` is the cfg's ``batch=`` (images per iteration). Darknet divides it by
+    ``subdivisions`` for each forward pass and counts ``seen`` per pass, so one iteration adds
+    ``(batch / subdivisions) × subdivisions = batch`` images; subdivisions therefore cancel out.
+    """
+    per_pass = max(1, batch // max(1, subdivisions))
+    return header.seen // (per_pass * max(1, subdivisions))
+
+
+def check_weights(path: str | os.PathLike) -> str | None:
+    """One sentence describing why ``path`` is not a usable weights file, or None when it is."""
+    try:
+        read_header(path)
+    except WeightsError as err:
+        return str(err)
+    return None
+
+
+# --- download -------------------------------------------------------------------------------
+
+def _source(name: str, base_url: str | None) -> tuple[str, int]:
+    entry = PRETRAINED.get(name)
+    if entry is None:
+        raise WeightsError(f"unknown pretrained file {name!r}; known: {', '.join(PRETRAINED)}")
+    if base_url:
+        return f"{base_url.rstrip('/')}/{name}", entry.bytes
+    if entry.url is None:
+        raise WeightsError(f"{name} has no direct download: {entry.note}; put it in the weights folder yourself")
+    return entry.url, entry.bytes
+
+
+def download(name: str, dest_dir: str | os.PathLike, base_url: str | None = None,
+             progress: ProgressFn = None) -> Path:
+    """Download an official pretrained file into ``dest_dir``, resuming a partial ``.part`` file.
+
+    Args:
+        name: a key of :data:`PRETRAINED`.
+        dest_dir: folder for the file (the workspace's weights folder).
+        base_url: a mirror holding the files under their names (tests use a local server).
+        progress: ``progress(done_bytes, total_bytes, message)``.
+
+    Raises:
+        WeightsError: unknown name, no direct URL, the server keeps failing, or the size is wrong.
+    """
+    url, expected = _source(name, base_url)
+    dest = Path(dest_dir) / name
+    if dest.is_file() and dest.stat().st_size == expected:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    last_error = ""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            if _fetch_into(url, part, expected, progress):
+                break
+        except (OSError, _Transient) as err:  # requests' errors are OSErrors
+            last_error = str(err)
+            log.warning("download of %s interrupted (%s), attempt %d of %d", name, err, attempt, ATTEMPTS)
+    else:
+        raise WeightsError(f"could not download {name} from {url} after {ATTEMPTS} attempts ({last_error}); "
+                           f"run the command again to resume")
+    return _finish(part, dest, expected)
+
+
+class _Transient(Exception):
+    """A server answer worth retrying (5xx)."""
+
+
+def _fetch_into(url: str, part: Path, expected: int, progress: ProgressFn) -> bool:
+    """Append the missing bytes of ``url`` to ``part``; True when it holds ``expected`` bytes."""
+    import requests
+
+    have = part.stat().st_size if part.exists() else 0
+    if have >= expected:
+        return True
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as answer:
+        if answer.status_code >= 500:
+            raise _Transient(f"HTTP {answer.status_code}")
+        if answer.status_code == 416:  # our partial file is longer than the remote one
+            part.unlink()
+            raise _Transient("the partial file did not match the server's; restarting")
+        if answer.status_code not in (200, 206):
+            raise WeightsError(f"{url} answered HTTP {answer.status_code}; check the name or the mirror")
+        if "text/html" in answer.headers.get("Content-Type", ""):
+            raise WeightsError(f"{url} answered with a web page instead of a weights file; "
+                               f"download it in a browser and put it in the weights folder")
+        total = _remote_size(answer)
+        if total is not None and total != expected:
+            part.unlink(missing_ok=True)
+            raise WeightsError(f"{url} serves {total} bytes but {part.name[:-5]} should be {expected}; "
+                               f"check the name or the mirror")
+        mode = "ab" if answer.status_code == 206 else "wb"  # 200 = the server ignored Range
+        have = have if mode == "ab" else 0
+        with part.open(mode) as handle:
+            for chunk in answer.iter_content(CHUNK):
+                handle.write(chunk)
+                have += len(chunk)
+                if progress:
+                    progress(min(have, expected), expected, part.name[:-5])
+    return have >= expected
+
+
+def _remote_size(answer) -> int | None:
+    """The full size of the remote file from Content-Range (206) or Content-Length (200)."""
+    if answer.status_code == 206:
+        total = answer.headers.get("Content-Range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = answer.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else None
+
+
+def _finish(part: Path, dest: Path, expected: int) -> Path:
+    size = part.stat().st_size
+    if size != expected:
+        part.unlink()
+        raise WeightsError(f"{dest.name} downloaded as {size} bytes but should be {expected}; "
+                           f"the partial file was removed, run the command again")
+    problem = check_weights(part)
+    if problem:
+        part.unlink()
+        raise WeightsError(problem)
+    os.replace(part, dest)
+    return dest
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+def _cmd_download(args) -> int:
+    from pipeline.workspace import Workspace
+
+    dest = Path(args.dest) if args.dest else Workspace.open(getattr(args, "workspace", None)).weights_dir
+    try:
+        path = download(args.name, dest, base_url=args.base_url, progress=tqdm_progress(args.name, unit="B"))
+    except WeightsError as err:
+        raise UserError(str(err)) from err
+    print(path)
+    return 0
+
+
+def _cmd_info(args) -> int:
+    try:
+        header = read_header(args.file)
+    except WeightsError as err:
+        raise UserError(str(err)) from err
+    batch, subdivisions = args.batch, args.subdivisions
+    if args.cfg:  # the training batch of the run's own cfg
+        from darknet_runner.cfg import net_options, read_cfg
+
+        net = net_options(read_cfg(Path(args.cfg).read_text(encoding="utf-8")))
+        batch, subdivisions = int(net.get("batch", batch)), int(net.get("subdivisions", subdivisions))
+    print(f"file: {args.file}")
+    print(f"version: {header.version} (header {header.header_bytes} bytes)")
+    print(f"images seen: {header.seen}")
+    print(f"iteration at batch {batch}: {iteration_for(header, batch, subdivisions)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``weights download NAME`` and ``weights info FILE``."""
+    parser = subparsers.add_parser("weights", help="download pretrained weights, read a weights header")
+    sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    down = sub.add_parser("download", help="download an official pretrained file (resumable)")
+    down.add_argument("name", choices=sorted(PRETRAINED), metavar="NAME", help=", ".join(PRETRAINED))
+    down.add_argument("--dest", help="folder (default: the workspace's weights folder)")
+    down.add_argument("--base-url", help="a mirror holding the files under their names")
+    down.set_defaults(func=_cmd_download)
+    info = sub.add_parser("info", help="print a weights file's header")
+    info.add_argument("file")
+    info.add_argument("--batch", type=int, default=64, help="the cfg's batch (images per iteration)")
+    info.add_argument("--subdivisions", type=int, default=16)
+    info.add_argument("--cfg", help="take batch and subdivisions from this cfg (e.g. a run's model.cfg)")
+    info.set_defaults(func=_cmd_info)

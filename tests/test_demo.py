@@ -1,6 +1,7 @@
 """The embedded demo workspace: official schemas, matching bytes, traps present, boxes on the pixels."""
 from __future__ import annotations
 
+from tests.support.fixtures import OPENIMAGES_FIXTURES
 import base64
 import csv
 import hashlib
@@ -17,7 +18,7 @@ from pipeline.cli import UserError, main
 
 META_FILES = ([demo.CLASS_FILE, demo.HIERARCHY_FILE] + list(demo.BBOX_FILES.values())
               + list(demo.IMAGE_FILES.values()) + list(demo.LABEL_FILES.values()))
-FIXTURES = Path("/work/shared/fixtures/openimages")
+FIXTURES = OPENIMAGES_FIXTURES
 BOAT_MIDS = {demo.MIDS[name] for name in demo_scenes.BOAT_STYLES}
 
 

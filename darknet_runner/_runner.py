@@ -1,0 +1,66 @@
+"""The tiny process that owns one darknet training: ``python -m darknet_runner._runner RUN [--yes] -- CMD…``.
+
+Started in a new session by :func:`darknet_runner.jobs.start`, it outlives the process that
+launched it (dashboard, CLI). It writes ``pid`` (its own pid, which is also the process group
+id), runs CMD in RUN with stdout and stderr appended to ``train_log.txt``, and at the end
+writes ``exit_code`` (negative = killed by that signal). Everything is a file, so anyone can
+re-attach by reading the run directory.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.workspace import atomic_write_text
+
+LOG_NAME = "train_log.txt"
+PID_NAME = "pid"
+EXIT_NAME = "exit_code"
+
+
+def _forward_only(signum, frame) -> None:
+    """Stop signals go to the whole group; the runner stays alive to record darknet's exit code.
+
+    A Python handler (unlike SIG_IGN) is reset on exec, so darknet keeps the default actions.
+    """
+
+
+def run(run_dir: Path, command: list[str], answer_yes: bool) -> int:
+    """Run ``command`` in ``run_dir`` with output appended to the log; returns its exit code."""
+    atomic_write_text(run_dir / PID_NAME, f"{os.getpid()}\n")
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _forward_only)
+    with open(run_dir / LOG_NAME, "ab", buffering=0) as log:
+        try:
+            child = subprocess.Popen(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.PIPE if answer_yes else subprocess.DEVNULL)
+        except OSError as err:
+            log.write(f"\nstudio runner: cannot start {command[0]}: {err}\n".encode())
+            code = 127
+        else:
+            if answer_yes:  # hank's CPU-only build asks: Type "yes" to continue
+                try:
+                    child.stdin.write(b"yes\n")
+                    child.stdin.close()
+                except OSError:
+                    pass
+            code = child.wait()
+    atomic_write_text(run_dir / EXIT_NAME, f"{code}\n")
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if "--" not in argv or argv.index("--") < 1:
+        print("usage: python -m darknet_runner._runner RUN [--yes] -- CMD...", file=sys.stderr)
+        return 2
+    split = argv.index("--")
+    options, command = argv[:split], argv[split + 1:]
+    return run(Path(options[0]), command, answer_yes="--yes" in options[1:])
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    sys.exit(code if 0 <= code < 256 else 1)
