@@ -22,7 +22,7 @@ $(VENV)/.test-deps: $(VENV)/.run-deps requirements-test.txt
 ## run: serve the studio on http://localhost:$(PORT) (generates the demo workspace on first use)
 run: $(VENV)/.run-deps
 	@if [ -z "$$STUDIO_WORKSPACE" ] && [ ! -d "$(WORKSPACE)/metadata" ]; then \
-		echo "No workspace configured: generating the demo workspace in ./$(WORKSPACE)"; \
+		echo "No workspace configured: generating the demo workspace in $(WORKSPACE)"; \
 		$(PY) -m pipeline demo --workspace "$(WORKSPACE)" --if-missing; fi
 	STUDIO_WORKSPACE="$(abspath $(WORKSPACE))" $(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
 

@@ -16,7 +16,9 @@ import streamlit as st  # noqa: E402
 
 from dashboard import ui  # noqa: E402
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages"
+# Not "pages/": a folder of that name next to the entrypoint switches Streamlit (and AppTest) to
+# its v1 multipage mode, which runs a deep-linked page without this router.
+PAGES_DIR = Path(__file__).resolve().parent / "views"
 
 # (file, title, material icon, url_path) in journey order; the first page is the default one.
 PAGES = [

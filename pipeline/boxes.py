@@ -58,3 +58,19 @@ def iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     union = area_a[:, None] + area_b[None, :] - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(union > 0, inter / union, 0.0)
+
+
+def xyxy_rel_to_letterbox_xyxy_rel(
+    xyxy: np.ndarray, content_px: tuple[int, int], offset_px: tuple[int, int], canvas_px: tuple[int, int]
+) -> np.ndarray:
+    """xyxy_rel of an image → xyxy_rel of the canvas it was pasted into (letterbox).
+
+    The image was resized to ``content_px`` = (width, height) and pasted at ``offset_px`` =
+    (left, top) on a canvas of ``canvas_px`` = (width, height); stretching is the case
+    content = canvas, offset = (0, 0), where this is the identity.
+    """
+    b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
+    (cw, ch), (ox, oy), (W, H) = content_px, offset_px, canvas_px
+    scale = np.array([cw / W, ch / H, cw / W, ch / H])
+    shift = np.array([ox / W, oy / H, ox / W, oy / H])
+    return b * scale + shift

@@ -52,3 +52,14 @@ def test_clip():
 )
 def test_iou(a, b, expected):
     assert iou_xyxy([a], [b])[0, 0] == pytest.approx(expected)
+
+
+def test_letterbox_conversion_exact():
+    from pipeline.boxes import xyxy_rel_to_letterbox_xyxy_rel
+
+    assert xyxy_rel_to_letterbox_xyxy_rel(np.zeros((0, 4)), (416, 312), (0, 52), (416, 416)).shape == (0, 4)
+    # a 1024×768 image letterboxed to 416: content 416×312 pasted 52 px down
+    out = xyxy_rel_to_letterbox_xyxy_rel([[0.0, 0.0, 1.0, 1.0], [0.5, 0.5, 0.75, 1.0]], (416, 312), (0, 52), (416, 416))
+    np.testing.assert_allclose(out, [[0, 52 / 416, 1, 364 / 416], [0.5, 208 / 416, 0.75, 364 / 416]])
+    same = xyxy_rel_to_letterbox_xyxy_rel([[0.1, 0.2, 0.3, 0.4]], (416, 416), (0, 0), (416, 416))
+    np.testing.assert_allclose(same, [[0.1, 0.2, 0.3, 0.4]])
