@@ -41,6 +41,11 @@ class OfficialFile:
     bytes: int | None
     md5: str | None
 
+    @property
+    def url(self) -> str:
+        """The official download URL."""
+        return f"{OFFICIAL_BASE}/{self.path}"
+
 
 # Sizes and MD5s: facts/openimages.md §1.1 and fixtures/openimages/openimages-v6-annotation-files.sizes-md5.tsv.
 OFFICIAL_FILES: dict[str, OfficialFile] = {

@@ -1,0 +1,227 @@
+"""Small UI helpers shared by the pages: the workspace, persisted choices, pickers, progress.
+
+Everything about datasets and runs is read from disk on every run; ``st.session_state`` only
+holds the user's *choices* (which dataset, which run), re-assigned in the router so a page
+switch does not drop them (facts/streamlit.md §1.2).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+from dashboard import gallery
+from pipeline.workspace import Workspace, read_json
+
+# Choices kept across page switches (non-widget state re-assigned by the router), with defaults.
+PERSISTED = {
+    "dataset": None,
+    "run": None,
+    "class_query": "",
+    "gallery_seed": 0,
+    "conf": 0.25,
+    "darknet_setting": "",
+    "gallery_n": 12,
+}
+GRID_COLUMNS = 4
+PROGRESS_EVERY_S = 0.2  # redraw a progress bar at most this often (each redraw is a websocket message)
+
+
+def workspace() -> Workspace:
+    """The workspace of this server: ``-- --workspace W``, then ``$STUDIO_WORKSPACE``, then ./workspace."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--workspace")
+    known, _ = parser.parse_known_args(sys.argv[1:])
+    return Workspace.open(known.workspace)
+
+
+def keep_choices() -> None:
+    """Re-assign the persisted keys so widgets bound to them survive a page switch."""
+    for key, default in PERSISTED.items():
+        st.session_state[key] = st.session_state.get(key, default)
+    for key in ("dataset", "run"):
+        pending = st.session_state.pop(f"_pending_{key}", None)
+        if pending is not None:
+            st.session_state[key] = pending
+
+
+def select(kind: str, value: str) -> None:
+    """Make ``value`` the current dataset or run (applied before the sidebar pickers on the next run)."""
+    st.session_state[f"_pending_{kind}"] = value
+
+
+def _newest(paths: list[Path]) -> str | None:
+    existing = [p for p in paths if p.exists()]
+    return max(existing, key=lambda p: p.stat().st_mtime).parent.name if existing else None
+
+
+def sidebar() -> None:
+    """Workspace path, demo badge, dataset and run pickers (shared by every page)."""
+    ws = workspace()
+    with st.sidebar:
+        st.caption("Workspace")
+        st.code(str(ws.root), language=None)
+        if ws.is_demo:
+            st.caption(":orange-badge[DEMO workspace]")
+        _picker("dataset", "Dataset", ws.datasets(), [ws.dataset_dir(s) / "dataset.json" for s in ws.datasets()])
+        _picker("run", "Run", ws.runs(), [ws.run_dir(r) / "run.json" for r in ws.runs()])
+
+
+def _picker(key: str, label: str, options: list[str], manifests: list[Path]) -> None:
+    # A choice that no longer exists on disk (deleted, other workspace) falls back to the newest.
+    if st.session_state.get(key) not in options:
+        st.session_state[key] = _newest(manifests)
+    if options:
+        st.selectbox(label, options, key=key)
+    else:
+        st.caption(f"No {label.lower()} yet.")
+
+
+def flash(message: str, kind: str = "error") -> None:
+    """Keep a message for the next run of the page (callbacks and ``st.rerun`` draw nothing).
+
+    ``kind`` is "error" or "success".
+    """
+    st.session_state.setdefault("_flash", []).append((kind, message))
+
+
+def show_flash() -> None:
+    """Show and forget the messages left by :func:`flash`."""
+    for kind, message in st.session_state.pop("_flash", []):
+        (st.success if kind == "success" else st.error)(md_escape(message))
+
+
+def current_dataset() -> str | None:
+    """Slug of the dataset chosen in the sidebar (None when the workspace has none)."""
+    return st.session_state.get("dataset")
+
+
+def current_run() -> str | None:
+    """Id of the run chosen in the sidebar (None when the workspace has none)."""
+    return st.session_state.get("run")
+
+
+def manifest(ws: Workspace, slug: str) -> dict:
+    """The dataset's dataset.json (an empty dict when it is missing)."""
+    return read_json(ws.dataset_dir(slug) / "dataset.json", default={}) or {}
+
+
+def require_dataset(ws: Workspace) -> str:
+    """The current dataset's slug, or a pointer to the Dataset page and the end of this page's run."""
+    slug = current_dataset()
+    if not slug:
+        st.info("No dataset yet: build one on the Dataset page first.")
+        st.page_link("views/dataset.py", label="Go to Dataset", icon=":material/dataset:")
+        st.stop()
+    return slug
+
+
+def progress_callback(label: str) -> Callable[[int, int, str], None]:
+    """A ``ProgressFn`` drawing an ``st.progress`` bar; calls from worker threads are ignored.
+
+    Streamlit elements may only be touched from the script thread (facts/streamlit.md §1.7).
+    """
+    bar = st.progress(0.0, text=label)
+    last = [0.0]
+
+    def update(done: int, total: int, message: str = "") -> None:
+        now = time.monotonic()
+        finished = total and done >= total
+        if get_script_run_ctx(suppress_warning=True) is None or (now - last[0] < PROGRESS_EVERY_S and not finished):
+            return
+        last[0] = now
+        fraction = min(1.0, done / total) if total else 0.0
+        bar.progress(fraction, text=f"{label}: {done}/{total} {message}".strip())
+
+    return update
+
+
+def show_path(label: str, text: str, ws: Workspace | None = None) -> Path | None:
+    """Resolve a path the user typed and show where it really points (None for empty text)."""
+    if not text.strip():
+        return None
+    path = Path(text.strip()).expanduser().resolve()
+    inside = ws is not None and ws.contains(path)
+    where = "inside the workspace" if inside else "outside the workspace (read only)"
+    shown = str(path).replace("`", "'")  # inside a code span: nothing is interpreted but a backtick
+    st.caption(f"{label} resolves to `{shown}` — {where}; exists: {'yes' if path.exists() else 'no'}.")
+    return path
+
+
+def human_bytes(size: float) -> str:
+    """``1536`` → ``"1.5 KB"``."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def mtime_ns(path: Path) -> int:
+    """Modification time used as a cache key (0 when the file does not exist)."""
+    try:
+        return Path(path).stat().st_mtime_ns
+    except FileNotFoundError:
+        return 0
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _read_parquet(path: str, _mtime_ns: int) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def read_parquet(path: Path) -> pd.DataFrame | None:
+    """A parquet file as a DataFrame (cached until the file changes); None when it is missing."""
+    stamp = mtime_ns(path)
+    return _read_parquet(str(path), stamp) if stamp else None
+
+
+@st.cache_data(max_entries=1024, show_spinner=False)
+def _tile(path: str, _mtime_ns: int, boxes: tuple, labels: tuple | None, colors: tuple | None, side: int) -> bytes:
+    rgb = gallery.render_tile(Path(path), np.array(boxes, dtype=np.float64).reshape(-1, 4),
+                              list(labels) if labels else None, list(colors) if colors else None, side)
+    return gallery.to_jpeg(rgb)
+
+
+def tile(path: Path | None, boxes_xyxy_rel: np.ndarray, labels=None, colors=None,
+         side: int = gallery.TILE_SIDE) -> bytes | None:
+    """JPEG bytes of an image with ``boxes_xyxy_rel`` drawn (cached); None when it cannot be decoded.
+
+    ``colors`` is None (ground-truth colour) or one RGB tuple per box.
+    """
+    from pipeline.imageio import ImageDecodeError
+
+    if path is None:
+        return None
+    boxes = tuple(map(tuple, np.asarray(boxes_xyxy_rel, dtype=np.float64).reshape(-1, 4).round(6)))
+    colors = tuple(tuple(int(v) for v in c) for c in colors) if colors is not None else None
+    try:
+        return _tile(str(path), mtime_ns(path), boxes, tuple(labels) if labels else None, colors, side)
+    except ImageDecodeError:
+        return None
+
+
+def show_grid(tiles: list[tuple[bytes | None, str]], columns: int = GRID_COLUMNS) -> None:
+    """Images in a grid with captions; a missing image is said, not hidden."""
+    cols = st.columns(columns)
+    for i, (data, caption) in enumerate(tiles):
+        with cols[i % columns]:
+            if data is None:
+                st.caption(f"{caption}: pixels not available (not fetched or undecodable)")
+            else:
+                st.image(data, caption=caption, width="stretch")
+
+
+MARKDOWN_SPECIALS = "\\`*_{}[]<>()#+-.!|~$:"
+
+
+def md_escape(text: str) -> str:
+    """User text made inert in Streamlit markdown (HTML is never enabled; this stops formatting too)."""
+    return "".join("\\" + ch if ch in MARKDOWN_SPECIALS else ch for ch in str(text))

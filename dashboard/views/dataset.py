@@ -1,0 +1,145 @@
+"""Dataset: pick classes, choose policies, build; then counts and a sample gallery of the boxes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import gallery, ui
+from pipeline import build, classes
+from pipeline.cli import UserError
+from pipeline.workspace import Workspace
+
+CHILDREN = {"merge": "merge into the parent class", "separate": "one class each", "none": "leave them out"}
+GROUP_OF = {"keep": "keep the box", "drop-box": "drop the box", "drop-image": "drop the image"}
+DEPICTION = {"keep": "keep", "drop": "drop"}
+
+
+@st.cache_data(show_spinner=False)
+def _classes(root: str, _stamp: int) -> pd.DataFrame:
+    """The class table (cached until class-descriptions-boxable.csv changes)."""
+    return classes.load_classes(Workspace(Path(root)))
+
+
+def _pick_classes(table: pd.DataFrame) -> list[str]:
+    """Search box → matching classes → the ones to build (names, as the user sees them)."""
+    query = st.text_input("Search classes by name or MID", key="class_query", placeholder="boat, /m/019jd, …")
+    if not query.strip():
+        st.caption(f"{len(table)} boxable classes in the metadata; type to search.")
+        return []
+    found = classes.search_classes(table, query)
+    if len(found) == 0:
+        hints = classes.suggest(table, query)
+        hint = f" Did you mean: {', '.join(hints)}?" if hints else ""
+        st.error(f"No Open Images class matches “{ui.md_escape(query)}”.{hint}")
+        return []
+    names = list(found["name"])
+    exact = [n for n in names if n.lower() == query.strip().lower()] or names[:1]
+    return st.multiselect("Classes to build", names, default=exact, key=f"pick::{query.strip().lower()}")
+
+
+def _children_note(picked: list[str], table: pd.DataFrame) -> None:
+    try:
+        hierarchy = classes.load_hierarchy(ws.metadata_dir / "bbox_labels_600_hierarchy.json")
+    except UserError:
+        return
+    names = dict(zip(table["mid"], table["name"]))
+    for name in picked:
+        mid, _ = classes.resolve_class(table, name)
+        kids = [names.get(m, m) for m in classes.children(hierarchy, mid)]
+        if kids:
+            st.caption(f"{name} has child classes: {', '.join(kids)}.")
+
+
+def _options() -> dict:
+    left, mid, right = st.columns(3)
+    children = left.radio("Child classes", list(CHILDREN), format_func=CHILDREN.get, key="opt_children")
+    group_of = mid.radio("Group-of boxes", list(GROUP_OF), format_func=GROUP_OF.get, key="opt_group_of")
+    depiction = right.radio("Depictions", list(DEPICTION), format_func=DEPICTION.get, key="opt_depiction")
+    left, mid, right = st.columns(3)
+    cap = left.number_input("Image cap (0 = all)", min_value=0, value=0, step=100, key="opt_cap")
+    negatives = mid.slider("Negatives (share of images without the class)", 0.0, 0.5, 0.0, 0.05, key="opt_neg")
+    seed = right.number_input("Seed", min_value=0, value=0, key="opt_seed")
+    return dict(children=children, group_of=group_of, depiction=depiction, max_images=int(cap) or None,
+                negatives=float(negatives), seed=int(seed))
+
+
+def _build(picked: list[str], options: dict, name: str, overwrite: bool) -> None:
+    """Build with progress, then rerun with the new dataset chosen (the sidebar picker is drawn already)."""
+    with st.status("Building the dataset…", expanded=True) as status:
+        try:
+            manifest = build.build_dataset(ws, picked, name=name or None, overwrite=overwrite,
+                                           progress=ui.progress_callback("Reading annotations"), **options)
+        except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
+            status.update(label="Build failed", state="error")
+            st.error(ui.md_escape(str(err)))
+            return
+        status.update(label=f"Built dataset {manifest['slug']}", state="complete")
+    ui.select("dataset", manifest["slug"])
+    ui.flash(f"Built dataset {manifest['slug']}.", "success")
+    st.rerun()
+
+
+def _counts(meta: dict) -> None:
+    counts = pd.DataFrame(meta.get("counts", {})).T
+    if counts.empty:
+        return
+    counts.loc["total"] = counts.sum()
+    st.dataframe(counts, width="stretch")
+
+
+def _gallery(slug: str) -> None:
+    folder = ws.dataset_dir(slug)
+    images, boxes = ui.read_parquet(folder / "images.parquet"), ui.read_parquet(folder / "boxes.parquet")
+    if images is None or boxes is None:
+        st.warning("This dataset has no images.parquet/boxes.parquet: rebuild it.")
+        return
+    st.subheader("Sample gallery")
+    left, mid, right = st.columns([1, 2, 1])
+    n = left.slider("Images", 4, 48, key="gallery_n", step=4)
+    flags = mid.multiselect("Only images with", [*gallery.FLAG_FILTERS, gallery.ROTATED], key="gallery_flags")
+    if right.button("Reshuffle", icon=":material/shuffle:"):
+        st.session_state["gallery_seed"] += 1
+    chosen = gallery.filter_images(images, boxes, flags)
+    ids = gallery.sample_ids(list(chosen["ImageID"]), n, st.session_state["gallery_seed"])
+    st.caption(f"{len(ids)} of {len(chosen)} matching images (seed {st.session_state['gallery_seed']}).")
+    names = {c["index"]: c["name"] for c in ui.manifest(ws, slug).get("classes", [])}
+    subsets = dict(zip(images["ImageID"], images["Subset"]))
+    by_image = dict(tuple(boxes[boxes["ImageID"].isin(ids)].groupby("ImageID")))
+    tiles = []
+    for image_id in ids:
+        rows = by_image.get(image_id, boxes.iloc[:0])
+        path = gallery.original_path(ws, slug, image_id, subsets[image_id])
+        labels = [names.get(int(i), str(i)) for i in rows["ClassIndex"]]
+        tiles.append((ui.tile(path, gallery.boxes_xyxy_rel(rows), labels), f"{image_id} · {len(rows)} boxes"))
+    ui.show_grid(tiles)
+
+
+ws = ui.workspace()
+st.title("Dataset")
+ui.show_flash()
+missing = [f for f in ("class-descriptions-boxable.csv",) if not (ws.metadata_dir / f).exists()]
+if missing:
+    st.error(f"The metadata folder {ui.md_escape(str(ws.metadata_dir))} has no class-descriptions-boxable.csv: "
+             "download the metadata first (`python -m pipeline metadata download`).")
+    st.stop()
+
+table = _classes(str(ws.root), ui.mtime_ns(ws.metadata_dir / "class-descriptions-boxable.csv"))
+with st.container(border=True):
+    picked = _pick_classes(table)
+    _children_note(picked, table)
+    options = _options()
+    left, right = st.columns([3, 1])
+    name = left.text_input("Dataset name (default: the class names)", key="opt_name")
+    overwrite = right.checkbox("Replace an existing dataset of that name", key="opt_overwrite")
+    if st.button("Build dataset", type="primary", disabled=not picked, icon=":material/build:"):
+        _build(picked, options, name, overwrite)
+
+slug = ui.current_dataset()
+if slug:
+    meta = ui.manifest(ws, slug)
+    st.header(f"Dataset: {ui.md_escape(meta.get('name', slug))}")
+    st.caption("Classes: " + ", ".join(f"{c['index']}: {c['name']} ({c['mid']})" for c in meta.get("classes", [])))
+    _counts(meta)
+    _gallery(slug)

@@ -1,0 +1,81 @@
+"""Images: where the pixels come from (local folder, GCS bucket, direct URLs), fetch with progress."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import ui
+from pipeline import fetch, stores
+from pipeline.cli import UserError
+
+SOURCES = {
+    "folder": "A local folder (files named <ImageID>.jpg, flat or in train/validation/test/)",
+    "gcs": "A Google Cloud Storage bucket (gs://bucket/prefix)",
+    "urls": "Direct URLs (the CVDF mirror or Flickr's original URLs)",
+}
+URL_SOURCES = {"urls:cvdf": "CVDF mirror (every image, full size)", "urls:original": "Flickr OriginalURL",
+               "urls:thumbnail": "Thumbnail300KURL (small, fast, some missing)"}
+
+
+def _source_spec() -> str | None:
+    """The source spec the user chose, or None while it is incomplete."""
+    kind = st.radio("Source", list(SOURCES), format_func=SOURCES.get, key="img_source")
+    if kind == "folder":
+        default = ws.root / "demo" / "originals" if ws.is_demo else ""
+        text = st.text_input("Folder", value=str(default), key="img_folder")
+        path = ui.show_path("The folder", text, ws)
+        if path is not None and not path.is_dir():
+            st.error(f"{ui.md_escape(str(path))} is not a folder.")
+            return None
+        return str(path) if path else None
+    if kind == "gcs":
+        st.caption(stores.credential_status())
+        text = st.text_input("Bucket path", placeholder="gs://my-bucket/openimages/train", key="img_bucket")
+        if text and not text.startswith("gs://"):
+            st.error("A bucket path starts with gs://, for example gs://my-bucket/openimages.")
+            return None
+        return text or None
+    return st.radio("URL source", list(URL_SOURCES), format_func=URL_SOURCES.get, key="img_urls")
+
+
+def _fetch(slug: str, spec: str, workers: int) -> None:
+    with st.status("Fetching images…", expanded=True) as status:
+        try:
+            report = fetch.fetch_images(ws, slug, spec, workers=workers,
+                                        progress=ui.progress_callback("Fetching"))
+        except (UserError, ValueError, OSError) as err:
+            status.update(label="Fetch failed", state="error")
+            st.error(ui.md_escape(str(err)))
+            return
+        state = "complete" if not report.failed else "error"
+        status.update(label=f"Fetched {report.fetched}, skipped {report.skipped}, failed {report.failed}",
+                      state=state)
+    if report.failed:
+        st.warning(f"{report.failed} images could not be fetched (the rest were kept; fetch again to retry).")
+        st.dataframe(report.failures, hide_index=True, width="stretch")
+
+
+def _present(slug: str) -> None:
+    folder = ws.dataset_dir(slug)
+    images = ui.read_parquet(folder / "images.parquet")
+    total = 0 if images is None else len(images)
+    have = len(list((folder / "originals").glob("*.jpg"))) if (folder / "originals").is_dir() else 0
+    st.metric("Originals on disk", f"{have} / {total}")
+    tsv = folder / "transfer.tsv"
+    if tsv.exists():
+        st.download_button("Download transfer.tsv (Storage Transfer Service URL list)", tsv.read_bytes(),
+                           file_name=f"{slug}-transfer.tsv", mime="text/tab-separated-values",
+                           icon=":material/download:")
+
+
+ws = ui.workspace()
+st.title("Images")
+slug = ui.require_dataset(ws)
+st.caption(f"Dataset: {slug}")
+summary = st.container()  # filled last, so it counts what a fetch just wrote
+with st.container(border=True):
+    spec = _source_spec()
+    workers = st.number_input("Parallel downloads", min_value=1, max_value=64, value=16, key="img_workers")
+    if st.button("Fetch images", type="primary", disabled=not spec, icon=":material/download:"):
+        _fetch(slug, spec, int(workers))
+with summary:
+    _present(slug)
