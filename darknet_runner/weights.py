@@ -6,7 +6,6 @@ below 1000, else as uint32. Then float32 weights.
 """
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from dataclasses import dataclass
@@ -14,8 +13,6 @@ from pathlib import Path
 
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
-
-log = logging.getLogger(__name__)
 
 AB = "https://github.com/AlexeyAB/darknet/releases/download"
 PJ = "https://pjreddie.com/media/files"
@@ -52,8 +49,6 @@ DEFAULT_FOR_MODEL = {"yolov3": "darknet53.conv.74", "yolov3-tiny": "yolov3-tiny.
                      "yolov4-tiny": "yolov4-tiny.conv.29"}
 
 CHUNK = 1 << 16  # small, so a dropped connection loses little
-ATTEMPTS = 5
-TIMEOUT_S = 30
 MAX_VERSION = 1_000_000  # larger version numbers mean the file is not a weights file
 
 
@@ -142,6 +137,9 @@ def download(name: str, dest_dir: str | os.PathLike, base_url: str | None = None
              progress: ProgressFn = None) -> Path:
     """Download an official pretrained file into ``dest_dir``, resuming a partial ``.part`` file.
 
+    The file must have the table's exact size and a sane header (:func:`check_weights`) before it
+    gets its name; see :func:`pipeline.download.download_file`.
+
     Args:
         name: a key of :data:`PRETRAINED`.
         dest_dir: folder for the file (the workspace's weights folder).
@@ -151,86 +149,14 @@ def download(name: str, dest_dir: str | os.PathLike, base_url: str | None = None
     Raises:
         WeightsError: unknown name, no direct URL, the server keeps failing, or the size is wrong.
     """
+    from pipeline.download import DownloadError, download_file  # imports requests: only when downloading
+
     url, expected = _source(name, base_url)
-    dest = Path(dest_dir) / name
-    if dest.is_file() and dest.stat().st_size == expected:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    last_error = ""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            if _fetch_into(url, part, expected, progress):
-                break
-        except (OSError, _Transient) as err:  # requests' errors are OSErrors
-            last_error = str(err)
-            log.warning("download of %s interrupted (%s), attempt %d of %d", name, err, attempt, ATTEMPTS)
-    else:
-        raise WeightsError(f"could not download {name} from {url} after {ATTEMPTS} attempts ({last_error}); "
-                           f"run the command again to resume")
-    return _finish(part, dest, expected)
-
-
-class _Transient(Exception):
-    """A server answer worth retrying (5xx)."""
-
-
-def _fetch_into(url: str, part: Path, expected: int, progress: ProgressFn) -> bool:
-    """Append the missing bytes of ``url`` to ``part``; True when it holds ``expected`` bytes."""
-    import requests
-
-    have = part.stat().st_size if part.exists() else 0
-    if have >= expected:
-        return True
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT_S) as answer:
-        if answer.status_code >= 500:
-            raise _Transient(f"HTTP {answer.status_code}")
-        if answer.status_code == 416:  # our partial file is longer than the remote one
-            part.unlink()
-            raise _Transient("the partial file did not match the server's; restarting")
-        if answer.status_code not in (200, 206):
-            raise WeightsError(f"{url} answered HTTP {answer.status_code}; check the name or the mirror")
-        if "text/html" in answer.headers.get("Content-Type", ""):
-            raise WeightsError(f"{url} answered with a web page instead of a weights file; "
-                               f"download it in a browser and put it in the weights folder")
-        total = _remote_size(answer)
-        if total is not None and total != expected:
-            part.unlink(missing_ok=True)
-            raise WeightsError(f"{url} serves {total} bytes but {part.name[:-5]} should be {expected}; "
-                               f"check the name or the mirror")
-        mode = "ab" if answer.status_code == 206 else "wb"  # 200 = the server ignored Range
-        have = have if mode == "ab" else 0
-        with part.open(mode) as handle:
-            for chunk in answer.iter_content(CHUNK):
-                handle.write(chunk)
-                have += len(chunk)
-                if progress:
-                    progress(min(have, expected), expected, part.name[:-5])
-    return have >= expected
-
-
-def _remote_size(answer) -> int | None:
-    """The full size of the remote file from Content-Range (206) or Content-Length (200)."""
-    if answer.status_code == 206:
-        total = answer.headers.get("Content-Range", "").rpartition("/")[2]
-        return int(total) if total.isdigit() else None
-    length = answer.headers.get("Content-Length", "")
-    return int(length) if length.isdigit() else None
-
-
-def _finish(part: Path, dest: Path, expected: int) -> Path:
-    size = part.stat().st_size
-    if size != expected:
-        part.unlink()
-        raise WeightsError(f"{dest.name} downloaded as {size} bytes but should be {expected}; "
-                           f"the partial file was removed, run the command again")
-    problem = check_weights(part)
-    if problem:
-        part.unlink()
-        raise WeightsError(problem)
-    os.replace(part, dest)
-    return dest
+    try:
+        return download_file(url, Path(dest_dir) / name, expected_bytes=expected, verify=check_weights,
+                             chunk_size=CHUNK, progress=progress)
+    except DownloadError as err:
+        raise WeightsError(str(err)) from err
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -9,26 +9,23 @@ and mtime) so a 2.2 GB file is hashed once, not at every build.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import requests
-
 from pipeline.cli import UserError
+from pipeline.download import BACKOFF_S, PART_SUFFIX, RETRIES, download_file, md5_digest
 from pipeline.progress import ProgressFn, tqdm_progress
+from pipeline.stores import FetchFailed, GcsStore, ObjectInfo, PartFile, TransientError
 from pipeline.workspace import Workspace, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 OFFICIAL_BASE = "https://storage.googleapis.com/openimages"
 CHUNK = 1 << 20
-RETRIES = 4
-BACKOFF_S = 0.5
 MD5_CACHE = ".md5-cache.json"
 LINK_DEPTH = 3  # the official layout nests image info two folders down (2018_04/train/…)
 
@@ -83,32 +80,33 @@ LABEL_FILES = {s: f"{s}-annotations-human-imagelabels-boxable.csv" for s in SPLI
 # --------------------------------------------------------------------------- MD5
 
 
-def md5_file(path: Path) -> str:
-    """Hex MD5 of a file, read in 1 MB chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK * 8), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cached_md5(path: Path) -> str:
-    """Hex MD5 of a file in a metadata folder, from ``.md5-cache.json`` when size and mtime match."""
+    """Hex MD5 of a file in a metadata folder, from ``.md5-cache.json`` when size and mtime match.
+
+    A ``.part`` file is still changing, so it is hashed every time and never remembered.
+    """
     path = Path(path)
+    if path.name.endswith(PART_SUFFIX):
+        return md5_digest(path).hexdigest()
     stat = path.stat()
-    cache_path = path.parent / MD5_CACHE
-    cache = read_json(cache_path, {}) or {}
-    entry = cache.get(path.name)
+    entry = (read_json(path.parent / MD5_CACHE, {}) or {}).get(path.name)
     if entry and entry.get("bytes") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
         return entry["md5"]
-    digest = md5_file(path)
-    cache = read_json(cache_path, {}) or {}  # re-read: another step may have written meanwhile
+    digest = md5_digest(path).hexdigest()
+    remember_md5(path, digest, stat)
+    return digest
+
+
+def remember_md5(path: Path, digest: str, stat: os.stat_result | None = None) -> None:
+    """Record ``digest`` as the hex MD5 of ``path`` (as it is now) in ``.md5-cache.json``."""
+    stat = stat or path.stat()
+    cache_path = path.parent / MD5_CACHE
+    cache = read_json(cache_path, {}) or {}  # read late: another step may have written meanwhile
     cache[path.name] = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "md5": digest}
     try:
         write_json(cache_path, cache)
     except OSError:  # a read-only metadata folder: the hash is still right, just not remembered
         log.debug("cannot write %s", cache_path)
-    return digest
 
 
 def source_record(path: Path) -> dict:
@@ -137,8 +135,9 @@ def download(ws: Workspace, names: list[str] | None = None, base_url: str | None
     """Download official files into ``ws.metadata_dir``; return name → path.
 
     Resumes a partial ``<name>.part`` with an HTTP Range request, retries dropped connections,
-    and renames to the final name only after size and MD5 match. ``base_url`` replaces
-    ``OFFICIAL_BASE`` (a mirror, or a test server); ``table`` replaces ``OFFICIAL_FILES``.
+    and renames to the final name only after size and MD5 match (:func:`pipeline.download.download_file`).
+    ``base_url`` replaces ``OFFICIAL_BASE`` (a mirror, or a test server); ``table`` replaces
+    ``OFFICIAL_FILES``.
 
     Raises:
         UserError: unknown name, HTTP error, or a file that fails its size/MD5 check (deleted).
@@ -153,81 +152,24 @@ def download(ws: Workspace, names: list[str] | None = None, base_url: str | None
     for name in names:
         entry = table[name]
         url = f"{(base_url or OFFICIAL_BASE).rstrip('/')}/{entry.path}"
-        done[name] = _download_one(url, ws.metadata_dir / name, entry, progress, retries)
+        done[name] = download_file(url, ws.metadata_dir / name, expected_bytes=entry.bytes,
+                                   verify=_official_md5(entry.md5), retries=retries, backoff=BACKOFF_S,
+                                   chunk_size=CHUNK, progress=progress)
+        if entry.md5:
+            remember_md5(done[name], entry.md5)  # just verified: the first build need not hash it again
     return done
 
 
-def _already_there(dest: Path, entry: OfficialFile) -> bool:
-    if not dest.exists():
-        return False
-    if entry.bytes is not None and dest.stat().st_size != entry.bytes:
-        return False
-    return entry.md5 is None or cached_md5(dest) == entry.md5
-
-
-def _download_one(url: str, dest: Path, entry: OfficialFile, progress: ProgressFn, retries: int) -> Path:
-    if _already_there(dest, entry):
-        log.info("%s already downloaded and verified", dest.name)
-        return dest
-    part = dest.with_name(dest.name + ".part")
-    for attempt in range(retries + 1):
-        try:
-            if _fetch_into(url, part, entry, progress):
-                break
-        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                _ServerError) as err:
-            if attempt == retries:
-                raise UserError(f"downloading {url} failed after {retries + 1} attempts ({err})") from None
-            log.warning("%s: %s; resuming (attempt %d)", dest.name, err, attempt + 2)
-            time.sleep(BACKOFF_S * 2 ** attempt)
-    _verify(part, dest, entry, url)
-    os.replace(part, dest)
-    return dest
-
-
-class _ServerError(Exception):
-    """A 5xx answer: worth retrying."""
-
-
-def _fetch_into(url: str, part: Path, entry: OfficialFile, progress: ProgressFn) -> bool:
-    """One request appending to ``part``; True when the file is complete."""
-    have = part.stat().st_size if part.exists() else 0
-    if entry.bytes is not None and have >= entry.bytes:
-        return True
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with requests.get(url, headers=headers, stream=True, timeout=(10, 60)) as resp:
-        if resp.status_code == 416 and have:
-            return True  # nothing left to send: the part is whole (checked by _verify)
-        if resp.status_code >= 500:
-            raise _ServerError(f"HTTP {resp.status_code}")
-        if resp.status_code >= 400:
-            raise UserError(f"{url} answered HTTP {resp.status_code}")
-        resumed = resp.status_code == 206
-        total = entry.bytes or int(resp.headers.get("Content-Length", 0)) + (have if resumed else 0)
-        done = have if resumed else 0
-        with open(part, "ab" if resumed else "wb") as handle:
-            for chunk in resp.iter_content(CHUNK):
-                handle.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(done, total, part.name[: -len(".part")])
-    return True
-
-
-def _verify(part: Path, dest: Path, entry: OfficialFile, url: str) -> None:
-    """Refuse (and delete) a download whose size or MD5 is not the official one."""
-    size = part.stat().st_size
-    problem = None
-    if entry.bytes is not None and size != entry.bytes:
-        problem = f"it has {size} bytes, the official file has {entry.bytes}"
-    elif entry.md5 is not None:
-        got = md5_file(part)
-        if got != entry.md5:
-            problem = f"its MD5 is {got}, the official MD5 is {entry.md5}"
-    if problem:
-        part.unlink(missing_ok=True)
-        raise UserError(f"the download of {dest.name} from {url} is not the official file ({problem}); "
-                        "it was deleted, run the download again")
+def _official_md5(official: str | None) -> Callable[[Path], str | None]:
+    """A ``verify`` for :func:`download_file`: a sentence when the file's MD5 is not ``official``."""
+    def problem(path: Path) -> str | None:
+        if official is None:
+            return None
+        got = cached_md5(path)
+        if got == official:
+            return None
+        return f"it is not the official file: its MD5 is {got}, the official MD5 is {official}"
+    return problem
 
 
 # --------------------------------------------------------------------------- link
@@ -248,7 +190,7 @@ def link(ws: Workspace, source: str, names: list[str] | None = None,
     wanted = list(table) if names is None else list(names)
     ws.metadata_dir.mkdir(parents=True, exist_ok=True)
     if str(source).startswith("gs://"):
-        found = _link_gcs(ws, str(source), wanted, table, progress)
+        found = _link_gcs(ws, str(source), wanted, progress)
     else:
         found = _link_local(ws, Path(source).expanduser(), wanted)
     if not found:
@@ -290,49 +232,42 @@ def _link_local(ws: Workspace, folder: Path, wanted: list[str]) -> dict[str, Pat
     return {name: linked[name] for name in wanted if name in linked}
 
 
-def _gcs_client():
-    """A google-cloud-storage client: the user's credentials if any, else anonymous (public buckets)."""
-    from google.cloud import storage
-
-    if os.environ.get("STORAGE_EMULATOR_HOST"):
-        return storage.Client.create_anonymous_client()
-    try:
-        import google.auth
-
-        google.auth.default()
-        return storage.Client()
-    except Exception:  # no credentials configured: public buckets still work anonymously
-        return storage.Client.create_anonymous_client()
-
-
-def _link_gcs(ws: Workspace, source: str, wanted: list[str], table: dict[str, OfficialFile],
-              progress: ProgressFn) -> dict[str, Path]:
+def _link_gcs(ws: Workspace, source: str, wanted: list[str], progress: ProgressFn) -> dict[str, Path]:
+    """Copy the wanted files found below ``gs://bucket/prefix`` (first by name order) into the workspace."""
     bucket_name, _, prefix = source[len("gs://"):].partition("/")
-    client = _gcs_client()
+    store = GcsStore(bucket_name, prefix)
     found = {}
-    for blob in client.list_blobs(bucket_name, prefix=prefix):
-        name = blob.name.rsplit("/", 1)[-1]
+    for rel, info in store.list_objects().items():
+        name = rel.rsplit("/", 1)[-1]
         if name not in wanted or name in found:
             continue
         dest = ws.metadata_dir / name
-        if not (dest.exists() and dest.stat().st_size == blob.size):
-            part = dest.with_name(name + ".part")
-            blob.download_to_filename(str(part))
-            _verify_blob(part, blob, name, table[name])
-            os.replace(part, dest)
+        if not (dest.exists() and dest.stat().st_size == info.size):
+            _copy_object(store, rel, info, dest)
         found[name] = dest
         if progress:
             progress(len(found), len(wanted), name)
     return found
 
 
-def _verify_blob(part: Path, blob, name: str, entry: OfficialFile) -> None:
-    got = md5_file(part)
-    stored = base64.b64decode(blob.md5_hash).hex() if blob.md5_hash else None
-    if stored and got != stored:
-        part.unlink(missing_ok=True)
-        raise UserError(f"the copy of {name} from gs://{blob.bucket.name}/{blob.name} is corrupt "
-                        f"(MD5 {got}, the bucket says {stored}); it was deleted")
+def _copy_object(store: GcsStore, rel: str, info: ObjectInfo, dest: Path) -> None:
+    """Copy one object through ``<dest>.part`` (size and the bucket's MD5 checked), resuming on errors."""
+    part = PartFile(dest).open(resume=False)
+    try:
+        for attempt in range(RETRIES + 1):
+            try:
+                store.download(store.object_location(rel, info), part)
+                break
+            except TransientError as err:
+                if attempt == RETRIES:
+                    raise UserError(f"copying {store.spec}/{rel} failed after {RETRIES + 1} attempts ({err}); "
+                                    "run the link again") from None
+                time.sleep(BACKOFF_S * 2 ** attempt)
+        part.commit()
+    except FetchFailed as err:
+        raise UserError(f"cannot copy {store.spec}/{rel} ({err.detail}); check the bucket") from None
+    finally:
+        part.discard()
 
 
 # --------------------------------------------------------------------------- CLI

@@ -36,6 +36,7 @@ import requests
 import urllib3
 
 from pipeline.cli import UserError
+from pipeline.download import md5_digest, parse_content_range
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,7 @@ def md5_b64(digest: "hashlib._Hash") -> str:
 
 def file_md5(path: Path) -> str:
     """Base64 MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return md5_b64(digest)
+    return md5_b64(md5_digest(path))
 
 
 def _write_chunk(handle, data: bytes) -> None:
@@ -157,10 +154,7 @@ class PartFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._md5, self.size = hashlib.md5(), 0
         if resume and self.path.exists():
-            with open(self.path, "rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    self._md5.update(chunk)
-                    self.size += len(chunk)
+            self._md5, self.size = md5_digest(self.path), self.path.stat().st_size
         self._handle = open(self.path, "ab" if resume else "wb", buffering=0)
         return self
 
@@ -440,11 +434,11 @@ def _check_status(answer: requests.Response, part: PartFile, url: str) -> None:
             part.reset()
         part.expected_size = int(length) if length else None
         return
-    match = re.match(r"bytes (\d+)-\d+/(\d+|\*)", answer.headers.get("Content-Range", ""))
-    if not match or int(match.group(1)) != part.size:
+    first, total = parse_content_range(answer.headers.get("Content-Range", "")) or (None, None)
+    if first != part.size:
         part.reset()
         raise TransientError("range", f"{url} answered a Range request with the wrong bytes")
-    part.expected_size = int(match.group(2)) if match.group(2) != "*" else None
+    part.expected_size = total
 
 
 # --------------------------------------------------------------------------- Google Cloud Storage

@@ -11,8 +11,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from darknet_runner import predict
 from dashboard import journey
 from pipeline.workspace import Workspace, read_json, write_json
+from tests.support.runs import make_run
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 TIMEOUT = 60
@@ -243,6 +245,19 @@ def test_prepare_page_shows_verification_health_and_anchors(split_app):
     assert any(c.startswith("Prepared at 128×128") for c in texts(at, "caption"))
 
 
+def test_prepare_page_warns_when_there_are_fewer_boxes_than_anchors(split_app):
+    make, ws = split_app
+    labels = sorted((ws.dataset_dir("boat") / "yolo").glob("*.txt"))
+    for path in labels[1:]:
+        path.write_text("")
+    labels[0].write_text("0 0.5 0.5 0.25 0.25\n0 0.5 0.5 0.5 0.125\n")  # two boxes left in the dataset
+    at = make("prepare")
+    assert not at.exception and not at.error
+    assert texts(at, "warning") == ["No anchors: 2 boxes cannot make 6 anchors: need at least as many boxes as "
+                                    "anchors. Add images with boxes, or keep the model's default anchors."]
+    assert not any("Average best IoU" in c for c in texts(at, "caption"))
+
+
 def test_split_ratios_must_sum_to_100(split_app):
     make, ws = split_app
     at = make("split")
@@ -255,6 +270,24 @@ def test_split_ratios_must_sum_to_100(split_app):
     button(at, "Write split").click().run()
     assert not at.exception and not at.error
     assert read_json(ws.dataset_dir("boat") / "splits" / "split.json")["ratios"] == [0.7, 0.2, 0.1]
+
+
+def test_split_refuses_a_0_percent_split_and_writes_a_stable_one(split_app):
+    make, ws = split_app
+    at = make("split")
+    at.number_input(key="split_train").set_value(90)
+    at.number_input(key="split_valid").set_value(0).run()
+    assert texts(at, "error") == ["Every split needs images: give valid more than 0 %."]
+    assert button(at, "Write split").disabled
+    at.number_input(key="split_valid").set_value(5)
+    at.number_input(key="split_test").set_value(5)
+    at.checkbox(key="split_stable").check().run()
+    assert not at.error and not button(at, "Write split").disabled
+    button(at, "Write split").click().run()
+    assert not at.exception and not at.error
+    written = read_json(ws.dataset_dir("boat") / "splits" / "split.json")
+    assert written["mode"] == "threshold" and written["ratios"] == [0.9, 0.05, 0.05]
+    assert any(c.startswith("Mode: stable;") for c in texts(at, "caption"))
 
 
 # --- Train ------------------------------------------------------------------------------------
@@ -310,6 +343,29 @@ def test_train_then_evaluate_with_real_darknet(split_app, darknet_bin):
     assert not at.exception and not at.error
     assert at.metric[0].label == "mAP@0.5" and at.metric[0].value.endswith(" %")
     assert len(at.image) == 12
+
+
+# --- Evaluate ---------------------------------------------------------------------------------
+
+
+def test_evaluate_page_predicts_only_when_asked(split_app, monkeypatch):
+    make, ws = split_app
+    run_dir = make_run(ws.root, "boat")
+    (run_dir / "backup" / "model_final.weights").write_bytes(b"")
+    calls = []
+
+    def fake_predict(run_dir_arg, **kwargs):
+        calls.append(kwargs)
+        return Path(run_dir_arg) / "predictions" / "model_final.parquet"
+
+    monkeypatch.setattr(predict, "predict", fake_predict)
+    at = make("evaluate")
+    assert not at.exception
+    assert texts(at, "info") == ["No predictions for these weights yet."]
+    assert calls == [] and not (run_dir / "predictions").exists()
+    button(at, "Predict the test set").click().run()
+    assert [(c["backend"], c["split"], Path(c["weights"]).name) for c in calls] == [
+        ("darknet", "test", "model_final.weights")]
 
 
 # --- Evaluate without a run -------------------------------------------------------------------

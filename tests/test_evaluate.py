@@ -136,7 +136,7 @@ def test_cli_json_and_table(ws, capsys):
 @pytest.mark.parametrize("letterbox", [False, True])
 def test_group_of_flags_align_through_a_real_prepare(tmp_path, letterbox):
     from pipeline.prepare import prepare_dataset
-    from tests.test_prepare import jpeg_bytes, make_dataset, noise
+    from tests.support.datasets import jpeg_bytes, make_dataset, noise
 
     images = [{"id": "0a", "data": jpeg_bytes(noise(100, 200)), "boxes": [(0, .1, .1, .4, .5), (0, .5, .2, .9, .9)]},
               {"id": "0b", "data": jpeg_bytes(noise(160, 120, 1)), "boxes": [(0, .2, .2, .6, .6)]}]

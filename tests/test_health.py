@@ -22,7 +22,7 @@ from pipeline.health import (
 from pipeline.prepare import prepare_dataset
 from pipeline.split import split_dataset
 from pipeline.workspace import Workspace
-from tests.test_prepare import jpeg_bytes, make_dataset, noise
+from tests.support.datasets import jpeg_bytes, make_dataset, noise
 
 
 def _boxes(rows) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from darknet_runner.binary import DarknetInfo, PJREDDIE
 from darknet_runner.preflight import PreflightFailed
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
-from tests.test_rundir import _create, make_dataset
+from tests.support.runs import make_run, make_split_dataset
 
 FIXTURES = DARKNET_FIXTURES
 if not FIXTURES.is_dir():  # the repository copy, when the shared folder is not mounted
@@ -57,11 +57,11 @@ def _weights(path: Path, seen: int) -> None:
 
 @pytest.fixture
 def dataset(tmp_path):
-    return make_dataset(tmp_path / "ws", train=2, valid=1)
+    return make_split_dataset(tmp_path / "ws", train=2, valid=1)
 
 
 def _run(tmp_path: Path, info: DarknetInfo, **overrides) -> Path:
-    return _create(tmp_path / "ws", darknet=info, **overrides)
+    return make_run(tmp_path / "ws", darknet=info, **overrides)
 
 
 def test_fresh_run_is_not_started(tmp_path, dataset):

@@ -122,12 +122,22 @@ def test_wrong_md5_is_refused_and_not_kept(ws, demo_root):
     assert sorted(p.name for p in ws.metadata_dir.iterdir()) == []
 
 
-def test_html_error_page_is_refused_by_size(ws, demo_root):
+def test_html_error_page_is_refused(ws, demo_root):
     files, table = mirror(demo_root, [CLASSES])
-    with FileServer(files) as server, pytest.raises(UserError, match="it has 21 bytes, the official file has"):
+    refused = pytest.raises(UserError, match=f"answered with a web page instead of {CLASSES}")
+    with FileServer(files) as server, refused:
         server.fail(f"/mirror/{CLASSES}", body=b"<html>quota</html>\n\n\n")
         download(ws, [CLASSES], base_url=server.url, table=table)
-    assert not (ws.metadata_dir / CLASSES).exists()
+    assert sorted(p.name for p in ws.metadata_dir.iterdir()) == []
+
+
+def test_a_body_of_the_wrong_size_is_refused_by_size(ws, demo_root):
+    files, table = mirror(demo_root, [CLASSES])
+    size = table[CLASSES].bytes
+    with FileServer(files) as server, pytest.raises(UserError, match=f"serves 21 bytes but {CLASSES} should be {size}"):
+        server.fail(f"/mirror/{CLASSES}", body=b"<html>quota</html>\n\n\n", content_type="text/plain")
+        download(ws, [CLASSES], base_url=server.url, table=table)
+    assert sorted(p.name for p in ws.metadata_dir.iterdir()) == []
 
 
 def test_missing_file_and_unknown_name(ws, demo_root):

@@ -11,7 +11,7 @@ import pytest
 from darknet_runner import preflight
 from darknet_runner.binary import ALEXEYAB, HANK, PJREDDIE
 from darknet_runner.preflight import Problem, label_path
-from tests.test_rundir import PJ_INFO, _create, make_dataset
+from tests.support.runs import PJ_INFO, make_run, make_split_dataset
 
 
 def _kinds(problems: list[Problem]) -> list[str]:
@@ -27,8 +27,8 @@ def _set_fork(run_dir: Path, fork: str) -> None:
 
 @pytest.fixture
 def run_dir(tmp_path):
-    make_dataset(tmp_path, train=4, valid=2)
-    return _create(tmp_path)
+    make_split_dataset(tmp_path, train=4, valid=2)
+    return make_run(tmp_path)
 
 
 def test_a_fresh_run_is_clean(run_dir):
@@ -121,8 +121,8 @@ def test_classes_that_disagree_with_names(run_dir):
 
 
 def test_yolov4_tiny_is_refused_for_pjreddie_only(tmp_path):
-    make_dataset(tmp_path, train=2, valid=1)
-    run_dir = _create(tmp_path, model="yolov4-tiny")
+    make_split_dataset(tmp_path, train=2, valid=1)
+    run_dir = make_run(tmp_path, model="yolov4-tiny")
     problems = preflight.check(run_dir)
     assert _kinds(problems) == ["model"]
     assert "pjreddie's darknet cannot train" in problems[0].message
@@ -131,14 +131,14 @@ def test_yolov4_tiny_is_refused_for_pjreddie_only(tmp_path):
 
 
 def test_map_needs_a_fork_that_has_it(tmp_path):
-    make_dataset(tmp_path, train=2, valid=1)
-    run_dir = _create(tmp_path, use_map=True)
+    make_split_dataset(tmp_path, train=2, valid=1)
+    run_dir = make_run(tmp_path, use_map=True)
     assert preflight.check(run_dir) == [Problem("map", "the pjreddie fork has no -map; train without --map")]
 
 
 def test_pretrained_weights_must_exist_and_have_a_header(tmp_path):
-    make_dataset(tmp_path, train=2, valid=1)
-    run_dir = _create(tmp_path, pretrained="yolov3-tiny.conv.11")
+    make_split_dataset(tmp_path, train=2, valid=1)
+    run_dir = make_run(tmp_path, pretrained="yolov3-tiny.conv.11")
     problems = preflight.check(run_dir)
     assert _kinds(problems) == ["weights"]
     assert "cannot read the weights file" in problems[0].message and "weights download NAME" in problems[0].message
@@ -149,8 +149,8 @@ def test_pretrained_weights_must_exist_and_have_a_header(tmp_path):
 
 
 def test_missing_binary(tmp_path):
-    make_dataset(tmp_path, train=2, valid=1)
-    run_dir = _create(tmp_path, darknet=PJ_INFO.__class__(**{**PJ_INFO.to_dict(), "path": str(tmp_path / "nope")}))
+    make_split_dataset(tmp_path, train=2, valid=1)
+    run_dir = make_run(tmp_path, darknet=PJ_INFO.__class__(**{**PJ_INFO.to_dict(), "path": str(tmp_path / "nope")}))
     assert _kinds(preflight.check(run_dir)) == ["darknet"]
 
 

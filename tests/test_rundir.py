@@ -4,92 +4,44 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from darknet_runner import rundir
 from darknet_runner.binary import ALEXEYAB, HANK, PJREDDIE, DarknetInfo
 from pipeline.cli import UserError
-from pipeline.workspace import Workspace, write_json
+from pipeline.workspace import Workspace
+from tests.support.runs import PJ_INFO, make_run, make_split_dataset
 
-PJ_INFO = DarknetInfo("/usr/bin/darknet", PJREDDIE, "", False, False, False, False)
 AB_INFO = DarknetInfo("/opt/ab/darknet", ALEXEYAB, "", True, True, False, False)
 HANK_INFO = DarknetInfo("/opt/hank/darknet", HANK, "", True, True, True, True)
-
-
-def make_dataset(root: Path, slug: str = "boat", *, train: int = 8, valid: int = 4, test: int = 0,
-                 classes: tuple[str, ...] = ("Boat",), seed: int = 0, size: tuple[int, int] = (160, 120)) -> Path:
-    """A tiny prepared + split dataset: white rectangles on blue, labels ``class cx cy w h`` next to them.
-
-    Stands in for pipeline.prepare/split so the runner tests stay fast and independent.
-    """
-    rng = random.Random(seed)
-    ws = Workspace(Path(root)).ensure()
-    dataset = ws.dataset_dir(slug)
-    (dataset / "yolo").mkdir(parents=True, exist_ok=True)
-    (dataset / "splits").mkdir(exist_ok=True)
-    width, height = size
-    ids = [f"{rng.getrandbits(64):016x}" for _ in range(train + valid + test)]
-    for image_id in ids:
-        pixels = np.zeros((height, width, 3), np.uint8)
-        pixels[:] = (200, 80, 20)  # BGR blue
-        lines = []
-        for _ in range(rng.randint(1, 2)):
-            w, h = rng.randint(20, width // 2), rng.randint(20, height // 2)
-            x, y = rng.randint(0, width - w), rng.randint(0, height - h)
-            pixels[y:y + h, x:x + w] = 255
-            cls = rng.randrange(len(classes))
-            lines.append(f"{cls} {(x + w / 2) / width:.6f} {(y + h / 2) / height:.6f} {w / width:.6f} {h / height:.6f}")
-        cv2.imwrite(str(dataset / "yolo" / f"{image_id}.jpg"), pixels)
-        (dataset / "yolo" / f"{image_id}.txt").write_text("\n".join(lines) + "\n")
-    parts = {"train": ids[:train], "valid": ids[train:train + valid], "test": ids[train + valid:]}
-    for split, part in parts.items():
-        if part:
-            (dataset / "splits" / f"{split}.txt").write_text("".join(f"yolo/{i}.jpg\n" for i in part))
-    write_json(dataset / "splits" / "split.json", {"seed": seed, "ratios": [0.8, 0.1, 0.1],
-                                                   "counts": {k: len(v) for k, v in parts.items()}})
-    write_json(dataset / "dataset.json", {
-        "name": slug, "slug": slug, "created": "2026-11-24T00:00:00Z",
-        "classes": [{"index": i, "mid": f"/m/{i:04x}", "name": name, "members": [f"/m/{i:04x}"]}
-                    for i, name in enumerate(classes)]})
-    return dataset
-
-
-def _create(root: Path, slug: str = "boat", **overrides) -> Path:
-    options = dict(model="yolov3-tiny", size=128, batch=4, subdivisions=1, max_batches=40, pretrained=None,
-                   darknet=PJ_INFO, random=0, run_id="r1")
-    options.update(overrides)
-    return rundir.create_run(Workspace(root), slug, **options)
 
 
 def test_missing_dataset_is_one_sentence(tmp_path):
     Workspace(tmp_path).ensure()
     with pytest.raises(UserError, match="there is no dataset 'boat'"):
-        _create(tmp_path)
+        make_run(tmp_path)
 
 
 def test_unsplit_dataset_is_refused(tmp_path):
-    dataset = make_dataset(tmp_path)
+    dataset = make_split_dataset(tmp_path)
     (dataset / "splits" / "train.txt").unlink()
     with pytest.raises(UserError, match="no training images in splits/train.txt"):
-        _create(tmp_path)
+        make_run(tmp_path)
     assert not (tmp_path / "runs" / "r1").exists()
 
 
 def test_list_line_outside_yolo_is_refused(tmp_path):
-    dataset = make_dataset(tmp_path)
+    dataset = make_split_dataset(tmp_path)
     (dataset / "splits" / "valid.txt").write_text("originals/abc.jpg\n")
     with pytest.raises(UserError, match="line 1 of .*valid.txt is 'originals/abc.jpg'"):
-        _create(tmp_path)
+        make_run(tmp_path)
 
 
 def test_files_are_relative_to_the_run_dir(tmp_path):
-    dataset = make_dataset(tmp_path, train=3, valid=2, test=1)
-    run_dir = _create(tmp_path)
+    dataset = make_split_dataset(tmp_path, train=3, valid=2, test=1)
+    run_dir = make_run(tmp_path)
     assert run_dir == tmp_path / "runs" / "r1"
     assert (run_dir / "obj.data").read_text() == (
         "classes=1\ntrain=train.txt\nvalid=valid.txt\nnames=obj.names\nbackup=backup\n")
@@ -107,8 +59,8 @@ def test_files_are_relative_to_the_run_dir(tmp_path):
 
 
 def test_run_json_records_what_reproduces_the_run(tmp_path):
-    dataset = make_dataset(tmp_path, seed=7)
-    run_dir = _create(tmp_path)
+    dataset = make_split_dataset(tmp_path, seed=7)
+    run_dir = make_run(tmp_path)
     run = json.loads((run_dir / "run.json").read_text())
     assert run["dataset"]["slug"] == "boat"
     assert run["dataset"]["manifest_sha256"] == hashlib.sha256((dataset / "dataset.json").read_bytes()).hexdigest()
@@ -123,22 +75,22 @@ def test_run_json_records_what_reproduces_the_run(tmp_path):
 
 
 def test_missing_valid_split_reuses_train(tmp_path):
-    make_dataset(tmp_path, valid=0)
-    run_dir = _create(tmp_path)
+    make_split_dataset(tmp_path, valid=0)
+    run_dir = make_run(tmp_path)
     assert (run_dir / "valid.txt").read_text() == (run_dir / "train.txt").read_text()
     assert not (run_dir / "test.txt").exists()
 
 
 def test_existing_run_id_is_not_overwritten(tmp_path):
-    make_dataset(tmp_path)
-    _create(tmp_path)
+    make_split_dataset(tmp_path)
+    make_run(tmp_path)
     with pytest.raises(FileExistsError):
-        _create(tmp_path)
+        make_run(tmp_path)
 
 
 def test_pretrained_name_links_the_workspace_weights(tmp_path):
-    make_dataset(tmp_path)
-    run_dir = _create(tmp_path, pretrained="yolov3-tiny.conv.11")
+    make_split_dataset(tmp_path)
+    run_dir = make_run(tmp_path, pretrained="yolov3-tiny.conv.11")
     link = run_dir / "pretrained" / "yolov3-tiny.conv.11"
     assert os.readlink(link) == "../../../weights/yolov3-tiny.conv.11"
     run = rundir.load_run(run_dir)
@@ -147,8 +99,8 @@ def test_pretrained_name_links_the_workspace_weights(tmp_path):
 
 
 def test_default_max_batches_follows_the_rule(tmp_path):
-    make_dataset(tmp_path, classes=("Boat", "Canoe", "Barge", "Gondola"))
-    run_dir = _create(tmp_path, max_batches=None)
+    make_split_dataset(tmp_path, classes=("Boat", "Canoe", "Barge", "Gondola"))
+    run_dir = make_run(tmp_path, max_batches=None)
     assert rundir.load_run(run_dir)["max_batches"] == 8000
     assert (run_dir / "obj.names").read_text() == "Boat\nCanoe\nBarge\nGondola\n"
 
@@ -166,16 +118,16 @@ def test_train_command_adapts_to_the_fork():
 
 
 def test_update_run_is_read_modify_write(tmp_path):
-    make_dataset(tmp_path)
-    run_dir = _create(tmp_path)
+    make_split_dataset(tmp_path)
+    run_dir = make_run(tmp_path)
     rundir.update_run(run_dir, status="running", started="t0")
     run = rundir.load_run(run_dir)
     assert (run["status"], run["started"], run["model"]) == ("running", "t0", "yolov3-tiny")
 
 
 def test_resolve_run_by_id_or_folder(tmp_path):
-    make_dataset(tmp_path)
-    run_dir = _create(tmp_path)
+    make_split_dataset(tmp_path)
+    run_dir = make_run(tmp_path)
     ws = Workspace(tmp_path)
     assert rundir.resolve_run(ws, "r1") == run_dir
     assert rundir.resolve_run(ws, str(run_dir)) == run_dir.resolve()
@@ -186,8 +138,8 @@ def test_resolve_run_by_id_or_folder(tmp_path):
 def test_anchors_from_the_health_step(tmp_path):
     from pipeline.anchors import cfg_anchors
 
-    make_dataset(tmp_path)
+    make_split_dataset(tmp_path)
     anchors = np.array([[6.4, 7.5], [12, 20], [30, 28], [50, 61], [70, 90], [110, 100]])
-    run_dir = _create(tmp_path, anchors=anchors)
+    run_dir = make_run(tmp_path, anchors=anchors)
     assert rundir.load_run(run_dir)["anchors"] == anchors.tolist()
     assert (run_dir / "model.cfg").read_text().count(f"anchors={cfg_anchors(anchors)}\n") == 2

@@ -16,7 +16,7 @@ from pipeline.split import (
     split_key,
 )
 from pipeline.workspace import read_json
-from tests.test_prepare import make_dataset
+from tests.support.datasets import make_dataset
 
 
 def _ids(n: int, prefix: str = "") -> list[str]:

@@ -19,7 +19,7 @@ from darknet_runner.logparse import LogFollower
 from darknet_runner.preflight import PreflightFailed
 from darknet_runner.weights import iteration_for, read_header
 from pipeline.workspace import Workspace
-from tests.test_rundir import make_dataset
+from tests.support.runs import make_split_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -55,7 +55,7 @@ def _run(ws: Path, run_id: str, max_batches: int, darknet_bin: str) -> Path:
 
 def test_strawberry_in_an_openimages_path_with_a_space_trains_detached_and_resumes(tmp_path, darknet_bin):
     ws = tmp_path / "openimages data" / "my workspace"
-    make_dataset(ws, "strawberry", train=16, valid=4)
+    make_split_dataset(ws, "strawberry", train=16, valid=4)
     launched = _cli(ws, "train", "--dataset", "strawberry", *TRAIN, "--max-batches", "12", "--run-id", "straw",
                     "--detach")
     assert launched.returncode == 0, launched.stderr  # the launching process has exited
@@ -90,7 +90,7 @@ def test_strawberry_in_an_openimages_path_with_a_space_trains_detached_and_resum
 
 
 def test_stop_leaves_no_process(tmp_path, darknet_bin):
-    make_dataset(tmp_path, "boat", train=8, valid=2)
+    make_split_dataset(tmp_path, "boat", train=8, valid=2)
     run_dir = _run(tmp_path, "long", 500, darknet_bin)
     pid = jobs.start(run_dir).pid
     follower = LogFollower(run_dir / "train_log.txt")
@@ -113,7 +113,7 @@ def test_stop_leaves_no_process(tmp_path, darknet_bin):
 
 
 def test_filters_mismatch_fails_with_the_reason_from_the_log(tmp_path, darknet_bin):
-    make_dataset(tmp_path, "boat", train=4, valid=1)
+    make_split_dataset(tmp_path, "boat", train=4, valid=1)
     run_dir = _run(tmp_path, "broken", 10, darknet_bin)
     cfg = run_dir / "model.cfg"
     cfg.write_text(cfg.read_text().replace("filters=18", "filters=255", 1))
@@ -126,7 +126,7 @@ def test_filters_mismatch_fails_with_the_reason_from_the_log(tmp_path, darknet_b
 
 
 def test_exit_zero_after_a_missing_list_is_failed(tmp_path, darknet_bin):
-    make_dataset(tmp_path, "boat", train=4, valid=1)
+    make_split_dataset(tmp_path, "boat", train=4, valid=1)
     run_dir = _run(tmp_path, "nolist", 10, darknet_bin)
     (run_dir / "train.txt").unlink()
     jobs.start(run_dir, skip_preflight=True)

@@ -118,7 +118,7 @@ def test_download_retries_a_server_error(tmp_path):
 def test_download_refuses_a_web_page(tmp_path):
     with FileServer(files={f"/{NAME}": _official()}) as server:
         server.fail(f"/{NAME}", body=b"<html>sign in to continue</html>")
-        with pytest.raises(WeightsError, match="answered with a web page instead of a weights file"):
+        with pytest.raises(WeightsError, match=f"answered with a web page instead of {NAME}; download it in a browser"):
             weights.download(NAME, tmp_path, base_url=server.url)
     assert not (tmp_path / NAME).exists()
 

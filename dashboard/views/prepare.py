@@ -114,7 +114,11 @@ def _health(slug: str, size: int, prepared: bool) -> None:
 def _anchors(table: pd.DataFrame) -> None:
     k = st.radio("Anchors", [6, 9], horizontal=True, key="anchor_k",
                  format_func=lambda n: f"{n} (yolov3-tiny)" if n == 6 else f"{n} (yolov3)")
-    anchors, avg_iou = health.anchors_for(table, k)
+    try:
+        anchors, avg_iou = health.anchors_for(table, k)
+    except ValueError as err:  # fewer usable boxes than anchors
+        st.warning(f"No anchors: {err}. Add images with boxes, or keep the model's default anchors.")
+        return
     st.code(", ".join(f"{round(w)},{round(h)}" for w, h in anchors), language=None)
     st.caption(f"Average best IoU of the boxes with these anchors: {avg_iou:.3f}.")
 

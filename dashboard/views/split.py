@@ -1,4 +1,4 @@
-"""Split: train/valid/test ratios (their sum enforced) and a seed → the darknet list files."""
+"""Split: train/valid/test ratios (each above 0, their sum enforced) and a seed → the darknet list files."""
 from __future__ import annotations
 
 import pandas as pd
@@ -11,18 +11,35 @@ from pipeline.workspace import read_json
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_PERCENT = {"train": 80, "valid": 10, "test": 10}
+MODE_NAMES = {"hash": "exact counts", "threshold": "stable", "official": "Open Images' own subsets"}
+STABLE_HELP = ("Off: images are ranked and cut, so each split gets its share to within one image, but adding "
+               "images later may move a few existing ones to a neighbouring split. On: each image's split depends "
+               "on that image alone, so adding images never moves an existing one, but the counts miss the "
+               "ratios by chance (about ±30 images for a 10 % split of 10,000).")
+
+
+def _ratio_problems(percent: dict[str, int]) -> list[str]:
+    """What is wrong with the percentages, empty when split_dataset would accept them."""
+    problems = []
+    empty = [name for name in SPLITS if percent[name] <= 0]
+    if empty:
+        problems.append(f"Every split needs images: give {' and '.join(empty)} more than 0 %.")
+    total = sum(percent.values())
+    if total != 100:
+        problems.append(f"The ratios must sum to 100 %; they sum to {total} %.")
+    return problems
 
 
 def _ratios() -> tuple[dict[str, int], bool]:
-    """Three percentages and whether they sum to 100."""
+    """Three percentages and whether split_dataset would accept them (each above 0, summing to 100)."""
     cols = st.columns(3)
     percent = {name: int(col.number_input(f"{name} %", min_value=0, max_value=100, value=DEFAULT_PERCENT[name],
                                           step=5, key=f"split_{name}"))
                for name, col in zip(SPLITS, cols)}
-    total = sum(percent.values())
-    if total != 100:
-        st.error(f"The ratios must sum to 100 %; they sum to {total} %.")
-    return percent, total == 100
+    problems = _ratio_problems(percent)
+    for problem in problems:
+        st.error(problem)
+    return percent, not problems
 
 
 def _preview(n_images: int, percent: dict[str, int]) -> None:
@@ -32,10 +49,10 @@ def _preview(n_images: int, percent: dict[str, int]) -> None:
     st.caption(f"{n_images} prepared images (an image is listed once its resized copy and label exist).")
 
 
-def _write(slug: str, percent: dict[str, int], seed: int, official: bool) -> None:
+def _write(slug: str, percent: dict[str, int], seed: int, official: bool, stable: bool) -> None:
     ratios = tuple(percent[name] / 100 for name in SPLITS)
     try:
-        result = split.split_dataset(ws, slug, ratios=ratios, seed=seed, official=official)
+        result = split.split_dataset(ws, slug, ratios=ratios, seed=seed, official=official, stable=stable)
     except (UserError, ValueError, FileNotFoundError) as err:
         st.error(ui.md_escape(str(err)))
         return
@@ -49,7 +66,8 @@ def _current(slug: str) -> None:
         return
     st.subheader("Current split")
     st.dataframe(pd.DataFrame([info.get("counts", {})], index=["images"]), width="stretch")
-    st.caption(f"Ratios {info.get('ratios')}, seed {info.get('seed')}.")
+    mode = MODE_NAMES.get(info.get("mode"), info.get("mode"))
+    st.caption(f"Mode: {mode}; ratios {info.get('ratios')}, seed {info.get('seed')}.")
 
 
 ws = ui.workspace()
@@ -63,10 +81,13 @@ with st.container(border=True):
     left, right = st.columns(2)
     seed = int(left.number_input("Seed", min_value=0, value=0, key="split_seed"))
     official = right.checkbox("Keep Open Images' own train/validation/test subsets", key="split_official")
+    stable = right.checkbox("Stable when images are added", key="split_stable", disabled=official, help=STABLE_HELP)
     if not prepared:
         st.warning("No prepared image yet: run the Prepare page first.")
+    elif valid and stable and not official:
+        st.caption(f"{prepared} prepared images; a stable split gives each split about its share.")
     elif valid and not official:
         _preview(prepared, percent)
     if st.button("Write split", type="primary", disabled=not valid, icon=":material/call_split:"):
-        _write(slug, percent, seed, official)
+        _write(slug, percent, seed, official, stable)
 _current(slug)
