@@ -22,7 +22,7 @@ from darknet_runner.binary import DarknetInfo, PJREDDIE
 from darknet_runner.preflight import PreflightFailed
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
-from tests.support.runs import make_run, make_split_dataset
+from tests.support.runs import wait_state, make_run, make_split_dataset
 
 FIXTURES = DARKNET_FIXTURES
 if not FIXTURES.is_dir():  # the repository copy, when the shared folder is not mounted
@@ -41,14 +41,6 @@ def _standin(tmp_path: Path, iterations: int, *, code: int = 0, stubborn: bool =
     return DarknetInfo(str(script), PJREDDIE, "", False, False, False, False)
 
 
-def _wait_state(run_dir: Path, *states: str, timeout: float = 20) -> jobs.RunStatus:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = jobs.status(run_dir)
-        if current.state in states:
-            return current
-        time.sleep(0.05)
-    raise AssertionError(f"run never reached {states}: {jobs.status(run_dir)}")
 
 
 def _weights(path: Path, seen: int) -> None:
@@ -123,7 +115,7 @@ def test_start_runs_to_finished(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 40))
     started = jobs.start(run_dir)
     assert started.state in ("running", "finished") and started.pid == int((run_dir / "pid").read_text())
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed")
     assert (final.state, final.exit_code, final.iteration, final.reason) == ("finished", 0, 40, None)
     log_lines = (run_dir / "train_log.txt").read_text().splitlines()
     assert log_lines[0] == "1: 1.5, 1.5 avg, 0.001 rate, 0.1 seconds, 4 images" and len(log_lines) == 40
@@ -136,7 +128,7 @@ def test_start_runs_to_finished(tmp_path, dataset):
 def test_exit_zero_before_max_batches_is_a_failure(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 5, tail="echo \"Couldn't open file: train.txt\"\n"))
     jobs.start(run_dir)
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed")
     assert (final.state, final.exit_code, final.iteration) == ("failed", 0, 5)
     assert "train.txt" in final.reason
 
@@ -144,7 +136,7 @@ def test_exit_zero_before_max_batches_is_a_failure(tmp_path, dataset):
 def test_nonzero_exit_without_a_message(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 2, code=3))
     jobs.start(run_dir)
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed")
     assert (final.state, final.reason) == ("failed", "darknet exited with code 3")
 
 
@@ -160,7 +152,7 @@ def test_preflight_problems_refuse_the_launch(tmp_path, dataset):
 def test_stop_escalates_to_sigkill_and_leaves_no_process(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 100000, stubborn=True, delay=0.05))
     pid = jobs.start(run_dir).pid
-    _wait_state(run_dir, "running")
+    wait_state(run_dir, "running")
     while (jobs.status(run_dir).iteration or 0) < 2:
         time.sleep(0.05)
     with pytest.raises(UserError, match="is already running"):
@@ -201,7 +193,7 @@ def test_resume_with_a_new_target_starts_from_the_weights(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 3))
     _weights(run_dir / "backup" / "model_final.weights", 160)
     jobs.resume(run_dir, max_batches=50)
-    _wait_state(run_dir, "finished", "failed")
+    wait_state(run_dir, "finished", "failed")
     run = rundir.load_run(run_dir)
     assert run["max_batches"] == 50
     assert run["segments"][-1]["weights"] == "backup/model_final.weights"
@@ -213,10 +205,10 @@ def test_resume_with_a_new_target_starts_from_the_weights(tmp_path, dataset):
 def test_resume_without_weights_restarts_and_appends_the_log(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 40))
     jobs.start(run_dir)
-    _wait_state(run_dir, "finished")
+    wait_state(run_dir, "finished")
     size = (run_dir / "train_log.txt").stat().st_size
     jobs.resume(run_dir)
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed")
     run = rundir.load_run(run_dir)
     assert [s["log_offset"] for s in run["segments"]] == [0, size]
     assert final.state == "finished" and final.iteration == 40
@@ -239,7 +231,7 @@ def test_hank_prompt_is_answered_on_stdin(tmp_path, dataset):
     info = DarknetInfo(str(script), "hank-ai", "", True, True, True, True)
     run_dir = _run(tmp_path, info, max_batches=1)
     jobs.start(run_dir)
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed")
     assert (final.state, final.exit_code, final.iteration) == ("finished", 0, 1)
     assert rundir.load_run(run_dir)["command"][-2:] == ["-dont_show", "-nocolour"]
 

@@ -19,23 +19,11 @@ from darknet_runner.logparse import LogFollower
 from darknet_runner.preflight import PreflightFailed
 from darknet_runner.weights import iteration_for, read_header
 from pipeline.workspace import Workspace
-from tests.support.runs import make_split_dataset
+from tests.support.runs import wait_state, make_split_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = ["--model", "yolov3-tiny", "--size", "128", "--batch", "4", "--subdivisions", "1", "--random", "0"]
-
-
-def _wait_state(run_dir: Path, *states: str, timeout: float = 120) -> jobs.RunStatus:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        current = jobs.status(run_dir)
-        if current.state in states:
-            return current
-        time.sleep(0.2)
-    jobs.stop(run_dir, timeout=3)
-    raise AssertionError(f"run never reached {states}; log tail: "
-                         f"{(run_dir / 'train_log.txt').read_text(errors='replace')[-2000:]}")
 
 
 def _cli(ws: Path, *argv: str) -> subprocess.CompletedProcess:
@@ -81,7 +69,7 @@ def test_strawberry_in_an_openimages_path_with_a_space_trains_detached_and_resum
     # resume continues from the saved iteration
     resumed = _cli(ws, "resume", "straw", "--max-batches", "16", "--detach")
     assert resumed.returncode == 0, resumed.stderr
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed", timeout=120, poll=0.2)
     assert (final.state, final.iteration) == ("finished", 16)
     offset = rundir.load_run(run_dir)["segments"][-1]["log_offset"]
     assert _iterations_in((run_dir / "train_log.txt").read_bytes()[offset:].decode(errors="replace")) == [
@@ -120,7 +108,7 @@ def test_filters_mismatch_fails_with_the_reason_from_the_log(tmp_path, darknet_b
     with pytest.raises(PreflightFailed, match="filters=255 but classes=1 with 3 masks needs filters=18"):
         jobs.start(run_dir)
     jobs.start(run_dir, skip_preflight=True)
-    final = _wait_state(run_dir, "finished", "failed", timeout=60)
+    final = wait_state(run_dir, "finished", "failed", timeout=60, poll=0.2)
     assert (final.state, final.exit_code) == ("failed", -6)  # SIGABRT from the assertion (rc 134 in a shell)
     assert "filters" in final.reason and "[yolo]" in final.reason
 
@@ -130,7 +118,7 @@ def test_exit_zero_after_a_missing_list_is_failed(tmp_path, darknet_bin):
     run_dir = _run(tmp_path, "nolist", 10, darknet_bin)
     (run_dir / "train.txt").unlink()
     jobs.start(run_dir, skip_preflight=True)
-    final = _wait_state(run_dir, "finished", "failed", timeout=60)
+    final = wait_state(run_dir, "finished", "failed", timeout=60, poll=0.2)
     assert (final.state, final.exit_code) == ("failed", 0)  # pjreddie exits 0 after Couldn't open file
     assert "train.txt" in final.reason
 
@@ -146,5 +134,5 @@ def test_the_demo_dataset_prepared_by_the_pipeline_trains(demo_copy, darknet_bin
     run_dir = _run(demo_copy, "demo", 6, darknet_bin)
     assert rundir.load_run(run_dir)["dataset"]["split_seed"] == 3
     assert jobs.start(run_dir).state == "running"  # start() refuses unless preflight is clean
-    final = _wait_state(run_dir, "finished", "failed")
+    final = wait_state(run_dir, "finished", "failed", timeout=120, poll=0.2)
     assert (final.state, final.iteration, final.reason) == ("finished", 6, None)

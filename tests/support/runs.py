@@ -58,3 +58,21 @@ def make_run(root: Path, slug: str = "boat", **overrides) -> Path:
                    darknet=PJ_INFO, random=0, run_id="r1")
     options.update(overrides)
     return rundir.create_run(Workspace(root), slug, **options)
+
+
+def wait_state(run_dir: Path, *states: str, timeout: float = 20, poll: float = 0.05):
+    """Poll ``jobs.status`` until the run reaches one of ``states``; on timeout stop it and fail with the log tail."""
+    import time
+
+    from darknet_runner import jobs
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = jobs.status(run_dir)
+        if current.state in states:
+            return current
+        time.sleep(poll)
+    jobs.stop(run_dir, timeout=3)
+    log = run_dir / "train_log.txt"
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+    raise AssertionError(f"run never reached {states}: {jobs.status(run_dir)}; log tail: {tail}")
