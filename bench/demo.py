@@ -1,4 +1,4 @@
-"""Benchmark: how fast ``pipeline.demo.generate`` writes a demo workspace, against its floor.
+"""Benchmark: how fast ``pipeline.demo.generate.generate`` writes a demo workspace, against its floor.
 
 The floor (baseline) is the least any generator of these pictures must do: draw the background
 gradient with grain and JPEG-encode it, once per picture, at the same sizes. The full generator

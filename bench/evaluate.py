@@ -1,4 +1,4 @@
-"""Benchmark: our AP50 (pipeline.metrics, COCO 101-point) against pycocotools on the same data.
+"""Benchmark: our AP50 (pipeline.evaluation.metrics, COCO 101-point) against pycocotools on the same data.
 
 Run: ``.venv/bin/python bench/evaluate.py [--images 10000] [--gt 10] [--dets 100] [--classes 5]``.
 Prints a side-by-side table (seconds, ratio to pycocotools) and the largest AP difference.
@@ -94,13 +94,13 @@ def main() -> int:
           f"AP@0.5 (101-point)")
     print(f"{'implementation':<28}{'seconds':>10}{'ratio':>10}{'mAP50':>12}")
     print(f"{'pycocotools COCOeval':<28}{coco_s:>10.2f}{1.0:>10.2f}{np.nanmean(coco_ap):>12.6f}")
-    print(f"{'pipeline.metrics (ours)':<28}{ours_s:>10.2f}{ours_s / coco_s:>10.2f}{np.nanmean(ours_ap):>12.6f}")
+    print(f"{'pipeline.evaluation.metrics (ours)':<28}{ours_s:>10.2f}{ours_s / coco_s:>10.2f}{np.nanmean(ours_ap):>12.6f}")
     print(f"largest per-class AP difference: {np.nanmax(np.abs(ours_ap - coco_ap)):.2e}")
     print("other methods of ours on the same data (no pycocotools equivalent; 10% of GT marked group-of):")
     grouped = gt.assign(IsGroupOf=(np.arange(len(gt)) % 10 == 0).astype(np.int8))
     for method, table in (("voc", gt), ("voc07", gt), ("openimages", grouped)):
         seconds, aps = run_ours(table, det, args.classes, method)
-        print(f"{'pipeline.metrics ' + method:<28}{seconds:>10.2f}{seconds / coco_s:>10.2f}{np.nanmean(aps):>12.6f}")
+        print(f"{'pipeline.evaluation.metrics ' + method:<28}{seconds:>10.2f}{seconds / coco_s:>10.2f}{np.nanmean(aps):>12.6f}")
     return 0
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.fetch import fetch_images  # noqa: E402
+from pipeline.images.fetch import fetch_images  # noqa: E402
 from pipeline.workspace import Workspace, write_json  # noqa: E402
 from tests.support.httpserver import FileServer  # noqa: E402
 

@@ -5,7 +5,7 @@ columns, 14.6M rows, ~2.2 GB, ~79k rows of Boat /m/019jd — then times, side by
 
 1. GNU ``grep -F ',/m/019jd,'`` (the floor a Python tool has to beat),
 2. pandas ``read_csv`` of the whole file, then filter (what FiftyOne and OIDv4 do),
-3. ours, ``pipeline.oicsv.filter_boxes``, in one process and with one worker process per core
+3. ours, ``pipeline.openimages.oicsv.filter_boxes``, in one process and with one worker process per core
    (its default takes one per idle core for a file over 256 MB).
 
 Each method runs in its own subprocess so its peak RSS is measured alone and pandas' ~7 GB
@@ -171,7 +171,7 @@ print(int((df["LabelName"] == "{BOAT}").sum()), time.perf_counter() - t)
 """
 OURS = f"""
 import sys, time
-from pipeline.oicsv import filter_boxes
+from pipeline.openimages.oicsv import filter_boxes
 t = time.perf_counter()
 result = filter_boxes(sys.argv[1], ["{BOAT}"], workers=None if sys.argv[2] == "auto" else int(sys.argv[2]))
 print(len(result.boxes) + result.invalid_rows, time.perf_counter() - t)

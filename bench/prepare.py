@@ -1,7 +1,7 @@
 """Benchmark: ``prepare`` against the naive loop of the seed notebooks, side by side in one run.
 
 Baseline (naive): for each image ``PIL.Image.open → convert("RGB") → resize((416, 416)) →
-save(JPEG, quality 90)``. Ours: ``pipeline.prepare.prepare_dataset`` (decode at reduced scale in
+save(JPEG, quality 90)``. Ours: ``pipeline.yolo.prepare.prepare_dataset`` (decode at reduced scale in
 libjpeg, OpenCV resize and encode, labels, atomic writes), on 1 worker (in process) and on all
 cores (process pool, start-up included). Targets: ≥ 2.4× the naive loop on one core, and ≥ 1.7×
 more on 2 workers. Each figure is the best of ``--repeat`` runs (the machine may be shared).
@@ -28,7 +28,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.prepare import prepare_dataset  # noqa: E402
+from pipeline.yolo.prepare import prepare_dataset  # noqa: E402
 from pipeline.workspace import Workspace, write_json  # noqa: E402
 
 OUT = Path("/tmp/prepare-bench")

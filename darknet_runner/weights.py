@@ -138,7 +138,7 @@ def download(name: str, dest_dir: str | os.PathLike, base_url: str | None = None
     """Download an official pretrained file into ``dest_dir``, resuming a partial ``.part`` file.
 
     The file must have the table's exact size and a sane header (:func:`check_weights`) before it
-    gets its name; see :func:`pipeline.download.download_file`.
+    gets its name; see :func:`pipeline.transfer.download_file`.
 
     Args:
         name: a key of :data:`PRETRAINED`.
@@ -149,7 +149,7 @@ def download(name: str, dest_dir: str | os.PathLike, base_url: str | None = None
     Raises:
         WeightsError: unknown name, no direct URL, the server keeps failing, or the size is wrong.
     """
-    from pipeline.download import DownloadError, download_file  # imports requests: only when downloading
+    from pipeline.transfer import DownloadError, download_file  # imports requests: only when downloading
 
     url, expected = _source(name, base_url)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from pipeline.draw import OKABE_ITO
+from pipeline.images.draw import OKABE_ITO
 
 MAX_POINTS = 2000  # a line with more points is thinned for drawing: the browser gets a bounded figure
 HEIGHT = 320
@@ -102,21 +102,21 @@ def pr_figure(recall: list[float], precision: list[float], threshold_point: tupl
 
 
 def box_size_figure(table: pd.DataFrame) -> go.Figure:
-    """Box width against height in network pixels (a ``pipeline.health.box_table``)."""
+    """Box width against height in network pixels (a ``pipeline.yolo.health.box_table``)."""
     fig = go.Figure(go.Scatter(x=table["WidthPx"], y=table["HeightPx"], mode="markers",
                                marker=dict(size=4, color=css(OKABE_ITO["blue"]), opacity=0.5), name="boxes"))
     return _layout(fig, "Box size (network pixels)", "width", "height", "health_sizes")
 
 
 def boxes_per_image_figure(histogram: pd.DataFrame) -> go.Figure:
-    """Bars of ``pipeline.health.boxes_per_image``: images having 0, 1, 2, … boxes."""
+    """Bars of ``pipeline.yolo.health.boxes_per_image``: images having 0, 1, 2, … boxes."""
     fig = go.Figure(go.Bar(x=histogram["boxes"], y=histogram["images"], marker_color=css(OKABE_ITO["orange"]),
                            name="images"))
     return _layout(fig, "Boxes per image", "boxes", "images", "health_per_image")
 
 
 def aspect_figure(table: pd.DataFrame) -> go.Figure:
-    """Histogram of box aspect ratios (width / height) of a ``pipeline.health.box_table``."""
+    """Histogram of box aspect ratios (width / height) of a ``pipeline.yolo.health.box_table``."""
     fig = go.Figure(go.Histogram(x=table["Aspect"].dropna(), marker_color=css(OKABE_ITO["reddish_purple"]),
                                  name="boxes"))
     return _layout(fig, "Aspect ratio (w / h)", "w / h", "boxes", "health_aspect")

@@ -1,6 +1,6 @@
 """What the Evaluate page needs besides the metrics themselves (pure: files and frames in, values out).
 
-Predictions and ground truth (pipeline.evaluate.load_ground_truth) are both ``xyxy_rel`` of the
+Predictions and ground truth (pipeline.evaluation.evaluate.load_ground_truth) are both ``xyxy_rel`` of the
 prepared image darknet saw (``yolo/<ImageID>.jpg``), so both are drawn on that same image.
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.draw import COLORS
+from pipeline.images.draw import COLORS
 
 FILTERS = {"all": "all images, worst first", "fp": "images with false positives",
            "fn": "images with missed boxes (FN)"}
@@ -45,7 +45,7 @@ def tile_boxes(gt: pd.DataFrame, det: pd.DataFrame, names: dict[int, str]):
     """Boxes (``xyxy_rel``), labels and colours for one image: matched ground truth, missed ground
     truth (FN), true and false positives, each with its own colour; detections show confidence.
 
-    ``gt`` and ``det`` carry a ``status`` column (pipeline.metrics.image_box_status); ignored
+    ``gt`` and ``det`` carry a ``status`` column (pipeline.evaluation.metrics.image_box_status); ignored
     detections (Open Images group-of) are not drawn.
     """
     boxes, labels, colors = [], [], []

@@ -1,7 +1,7 @@
 """Choosing and drawing gallery tiles (pure: no Streamlit, so plain pytest covers it).
 
 Boxes cross into here as ``xyxy_rel`` relative to the *stored* pixels; tiles are decoded without
-EXIF orientation (pipeline.imageio) so the drawn boxes sit where the labels say.
+EXIF orientation (pipeline.images.imageio) so the drawn boxes sit where the labels say.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline import draw
-from pipeline.imageio import decode_rgb
+from pipeline.images import draw
+from pipeline.images.imageio import decode_rgb
 from pipeline.workspace import Workspace
 
 # Gallery filters: label shown to the user → boxes.parquet flag column that must be 1 on some box.

@@ -196,7 +196,7 @@ def tile(path: Path | None, boxes_xyxy_rel: np.ndarray, labels=None, colors=None
 
     ``colors`` is None (ground-truth colour) or one RGB tuple per box.
     """
-    from pipeline.imageio import ImageDecodeError
+    from pipeline.images.imageio import ImageDecodeError
 
     if path is None:
         return None

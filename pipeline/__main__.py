@@ -5,16 +5,16 @@ from pipeline.cli import main
 
 # Modules that own a sub-command (each has ``register(subparsers)``), in help order.
 COMMAND_MODULES = [
-    "pipeline.demo",        # demo
-    "pipeline.metadata",    # metadata download | link
-    "pipeline.classes",     # classes
-    "pipeline.build",       # build
-    "pipeline.fetch",       # fetch-images
-    "pipeline.sync",        # push | pull
-    "pipeline.prepare",     # prepare
-    "pipeline.split",       # split
-    "pipeline.health",      # health
-    "pipeline.evaluate",    # evaluate
+    "pipeline.demo.generate",           # demo
+    "pipeline.openimages.metadata",     # metadata download | link
+    "pipeline.openimages.classes",      # classes
+    "pipeline.openimages.build",        # build
+    "pipeline.images.fetch",            # fetch-images
+    "pipeline.images.sync",             # push | pull
+    "pipeline.yolo.prepare",            # prepare
+    "pipeline.yolo.split",              # split
+    "pipeline.yolo.health",             # health
+    "pipeline.evaluation.evaluate",     # evaluate
 ]
 
 if __name__ == "__main__":

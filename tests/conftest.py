@@ -48,7 +48,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A demo workspace generated once per test session (treat as read-only; copy to modify)."""
-    from pipeline import demo
+    from pipeline.demo import generate as demo
 
     root = tmp_path_factory.mktemp("demo") / "workspace"
     demo.generate(root, images=demo.DEFAULT_IMAGES, seed=0)

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from dashboard import charts, evalview, gallery, trainview
-from pipeline.draw import COLORS
+from pipeline.images.draw import COLORS
 from pipeline.workspace import Workspace
 
 
@@ -126,7 +126,7 @@ def test_compare_and_pr_figures():
 
 
 def test_health_figures_take_the_health_tables():
-    from pipeline import health
+    from pipeline.yolo import health
 
     boxes = pd.DataFrame({"ImageID": ["a", "a"], "ClassIndex": [0, 0], "XMin": [0.0, 0.5], "XMax": [0.5, 0.75],
                           "YMin": [0.0, 0.0], "YMax": [0.25, 0.0]})

@@ -43,7 +43,9 @@ def app(demo_copy, monkeypatch):
 @pytest.fixture(scope="module")
 def split_root(demo_root, tmp_path_factory) -> Path:
     """A demo copy with the Boat dataset built, fetched from the demo folder, prepared at 128 and split."""
-    from pipeline import build, fetch, prepare, split
+    from pipeline.openimages import build
+    from pipeline.images import fetch
+    from pipeline.yolo import prepare, split
 
     root = tmp_path_factory.mktemp("split") / "workspace"
     shutil.copytree(demo_root, root, symlinks=True)

@@ -1,4 +1,4 @@
-"""The streaming readers of pipeline.oicsv: exact rows, exact types, clear refusals, and pandas parity."""
+"""The streaming readers of pipeline.openimages.oicsv: exact rows, exact types, clear refusals, and pandas parity."""
 from __future__ import annotations
 
 import csv
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline import oicsv, oiscan
-from pipeline.oicsv import CsvFormatError, filter_boxes, read_image_info, read_image_labels
+from pipeline.openimages import oicsv, oiscan
+from pipeline.openimages.oicsv import CsvFormatError, filter_boxes, read_image_info, read_image_labels
 from tests.support.fixtures import OPENIMAGES_FIXTURES
 
 FIXTURES = OPENIMAGES_FIXTURES
@@ -270,11 +270,11 @@ def test_image_labels_keep_both_confidences_for_the_mids():
     assert frame["Confidence"].tolist() == [1, 0] and frame["Confidence"].dtype == np.int8
 
 
-# --------------------------------------------------------------------------- the scan engine (pipeline.oiscan)
+# --------------------------------------------------------------------------- the scan engine (pipeline.openimages.oiscan)
 
 
 def test_line_ranges_start_at_line_starts_and_cover_the_file(tmp_path):
-    from pipeline.oiscan import line_ranges
+    from pipeline.openimages.oiscan import line_ranges
 
     path = write(tmp_path, "head\n" + "".join(f"line{i:03d}\n" for i in range(100)))
     ranges = line_ranges(path, 5, 7)
@@ -295,7 +295,7 @@ def test_parallel_workers_find_the_same_rows_in_the_same_order(tmp_path):
 
 
 def test_search_plan_by_rare_byte_or_regex(tmp_path, monkeypatch):
-    from pipeline.oiscan import plan_search
+    from pipeline.openimages.oiscan import plan_search
 
     path = write(tmp_path, "".join(f"{i:016x},xclick,/m/01g317,1\n" for i in range(1000)) + "a,b,/m/019jd,1\n")
     assert plan_search(path, 0, [b"/m/019jd"]) == [(b"/m/019jd", 6, True)]         # "j": once in 34 KB
@@ -309,7 +309,7 @@ def test_search_plan_by_rare_byte_or_regex(tmp_path, monkeypatch):
 @pytest.mark.parametrize("by_byte", [-1.0, 1.0])
 @pytest.mark.parametrize("needles", [[b"/m/019jd"], [b"/m/019jd", b"/m/01g317"], [b"aab"]])
 def test_single_and_several_needles_find_the_same_lines(tmp_path, monkeypatch, needles, by_byte):
-    from pipeline.oiscan import find_lines
+    from pipeline.openimages.oiscan import find_lines
 
     monkeypatch.setattr(oiscan, "ANCHOR_MAX_DENSITY", by_byte)  # -1: the re pass only; 1: one-byte finds only
     text = "h\nx/m/019jd/m/019jd\n/m/019j\n9jd\n\n/m/019jd\nz/m/01g317\naaab\nqjd"
@@ -332,14 +332,14 @@ def test_a_file_that_cannot_be_mapped_is_read_instead(tmp_path, monkeypatch):
 
 
 def test_small_files_are_scanned_in_this_process():
-    from pipeline.oiscan import MAX_WORKERS, PARALLEL_MIN_BYTES, auto_workers
+    from pipeline.openimages.oiscan import MAX_WORKERS, PARALLEL_MIN_BYTES, auto_workers
 
     assert auto_workers(0) == 1 and auto_workers(PARALLEL_MIN_BYTES - 1) == 1
     assert 1 <= auto_workers(PARALLEL_MIN_BYTES) <= MAX_WORKERS
 
 
 def test_no_needles_find_nothing(tmp_path):
-    from pipeline.oiscan import find_lines
+    from pipeline.openimages.oiscan import find_lines
 
     assert find_lines(write(tmp_path, "a\nb\n"), [b""]) == []
 

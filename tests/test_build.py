@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.build import (apply_policies, build_dataset, negative_candidates, negative_mids, plan_classes, sample_ids,
+from pipeline.openimages.build import (apply_policies, build_dataset, negative_candidates, negative_mids, plan_classes, sample_ids,
                             transfer_tsv)
-from pipeline.classes import load_classes, load_hierarchy
+from pipeline.openimages.classes import load_classes, load_hierarchy
 from pipeline.cli import UserError, main
 from pipeline.workspace import Workspace
 
@@ -320,7 +320,7 @@ def test_sample_ids_empty_small_and_capped():
 
 def test_cli_prints_counts_table_and_path(ws, capsys):
     argv = ["build", "--class", "Boat", "--group-of", "drop-image", "--workspace", str(ws.root)]
-    assert main("pipeline", "", ["pipeline.build"], argv) == 0
+    assert main("pipeline", "", ["pipeline.openimages.build"], argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "0: Boat (/m/019jd /m/01btn /m/02068x /m/0ph39)"
     assert out[1].split() == ["split", "images", "boxes", "group_of", "depiction", "negatives", "invalid_rows",
@@ -328,4 +328,4 @@ def test_cli_prints_counts_table_and_path(ws, capsys):
     assert out[2].split() == ["train", "180", "373", "0", "11", "0", "0", "0"]
     assert out[5].split() == ["total", "228", "475", "0", "12", "0", "0", "0"]
     assert out[6] == f"dataset: {ws.dataset_dir('boat')}"
-    assert main("pipeline", "", ["pipeline.build"], argv) == 2  # exists: one sentence, exit 2
+    assert main("pipeline", "", ["pipeline.openimages.build"], argv) == 2  # exists: one sentence, exit 2

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pipeline.classes import (children, descendants, load_classes, load_hierarchy, resolve_class, search_classes,
+from pipeline.openimages.classes import (children, descendants, load_classes, load_hierarchy, resolve_class, search_classes,
                               suggest)
 from pipeline.cli import UserError, main
 from pipeline.workspace import Workspace
@@ -127,13 +127,13 @@ def test_bad_hierarchy_files(tmp_path):
 
 
 def test_cli_search_prints_mid_name_and_children(ws, capsys):
-    code = main("pipeline", "", ["pipeline.classes"], ["classes", "--search", "boat", "--workspace", str(ws.root)])
+    code = main("pipeline", "", ["pipeline.openimages.classes"], ["classes", "--search", "boat", "--workspace", str(ws.root)])
     out = capsys.readouterr().out
     assert code == 0
     assert out.splitlines() == ["/m/019jd  Boat  (children: Barge, Gondola, Canoe)", "1 of 11 classes"]
 
 
 def test_cli_no_match_suggests(ws, capsys):
-    code = main("pipeline", "", ["pipeline.classes"], ["classes", "--search", "boot", "--workspace", str(ws.root)])
+    code = main("pipeline", "", ["pipeline.openimages.classes"], ["classes", "--search", "boot", "--workspace", str(ws.root)])
     assert code == 1
     assert capsys.readouterr().out.strip() == "no class matches 'boot'; closest: Boat"

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 
 from pipeline.cli import UserError
-from pipeline.download import DownloadError, download_file, md5_digest, parse_content_range
+from pipeline.transfer import DownloadError, download_file, md5_digest, parse_content_range
 from tests.support.httpserver import FileServer
 
 DATA = bytes(range(256)) * 1000  # 256,000 bytes

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.draw import CLASS_CYCLE, COLORS, OKABE_ITO, class_color, draw_boxes, thumbnail
+from pipeline.images.draw import CLASS_CYCLE, COLORS, OKABE_ITO, class_color, draw_boxes, thumbnail
 
 
 def _black(h: int = 100, w: int = 100) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""pipeline.evaluate: ground truth from a run's written labels (+ IsGroupOf from boxes.parquet),
+"""pipeline.evaluation.evaluate: ground truth from a run's written labels (+ IsGroupOf from boxes.parquet),
 predictions parquet → metrics.json, and the CLI. The run is written by hand (no darknet)."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import cli, evaluate
+from pipeline import cli
+from pipeline.evaluation import evaluate
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace, write_json
 
@@ -118,24 +119,24 @@ def test_missing_predictions_and_unknown_runs_are_user_errors(ws):
 
 def test_cli_json_and_table(ws, capsys):
     argv = ["--workspace", str(ws.root), "evaluate", "--run", "r1", "--weights", "final", "--conf", "0.55"]
-    assert cli.main("python -m pipeline", "", ["pipeline.evaluate"], argv + ["--json"]) == 0
+    assert cli.main("python -m pipeline", "", ["pipeline.evaluation.evaluate"], argv + ["--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert list(result)[:6] == ["method", "iou", "map50", "classes", "pr_curve", "best_f1_threshold"]
     assert result["map50"] == 0.75
     out = ws.root / "export"
-    assert cli.main("python -m pipeline", "", ["pipeline.evaluate"],
+    assert cli.main("python -m pipeline", "", ["pipeline.evaluation.evaluate"],
                     argv + ["--method", "openimages", "--export", str(out)]) == 0
     assert "mAP@0.50 = 100.00 %" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["detections_coco.json", "detections_yolo",
                                                       "ground_truth_coco.json"]
-    assert cli.main("python -m pipeline", "", ["pipeline.evaluate"],
+    assert cli.main("python -m pipeline", "", ["pipeline.evaluation.evaluate"],
                     ["--workspace", str(ws.root), "evaluate", "--run", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("letterbox", [False, True])
 def test_group_of_flags_align_through_a_real_prepare(tmp_path, letterbox):
-    from pipeline.prepare import prepare_dataset
+    from pipeline.yolo.prepare import prepare_dataset
     from tests.support.datasets import jpeg_bytes, make_dataset, noise
 
     images = [{"id": "0a", "data": jpeg_bytes(noise(100, 200)), "boxes": [(0, .1, .1, .4, .5), (0, .5, .2, .9, .9)]},

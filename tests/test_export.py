@@ -1,4 +1,4 @@
-"""pipeline.export: COCO JSON (exact pixel values, loadable by pycocotools) and YOLO txt files."""
+"""pipeline.evaluation.export: COCO JSON (exact pixel values, loadable by pycocotools) and YOLO txt files."""
 from __future__ import annotations
 
 import contextlib
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import export
+from pipeline.evaluation import export
 
 SIZES = pd.DataFrame({"ImageID": ["a", "b"], "width": [200, 50], "height": [100, 40]})
 GT = pd.DataFrame({"ImageID": ["a", "a"], "ClassIndex": [0, 1], "XMin": [0.1, 0.0], "YMin": [0.2, 0.0],

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import stores
+from pipeline.images import stores
 from pipeline.__main__ import COMMAND_MODULES
 from pipeline.cli import UserError, main
-from pipeline.fetch import FAILURE_COLUMNS, fetch_images
+from pipeline.images.fetch import FAILURE_COLUMNS, fetch_images
 from pipeline.workspace import Workspace, read_json, write_json
 from tests.support.httpserver import FileServer
 

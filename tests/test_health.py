@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.anchors import cfg_anchors, kmeans_anchors, wh_iou
+from pipeline.yolo.anchors import cfg_anchors, kmeans_anchors, wh_iou
 from pipeline.cli import UserError, main
-from pipeline.health import (
+from pipeline.yolo.health import (
     TINY_PX,
     box_table,
     boxes_per_image,
@@ -19,8 +19,8 @@ from pipeline.health import (
     tiny_boxes,
     written_labels,
 )
-from pipeline.prepare import prepare_dataset
-from pipeline.split import split_dataset
+from pipeline.yolo.prepare import prepare_dataset
+from pipeline.yolo.split import split_dataset
 from pipeline.workspace import Workspace
 from tests.support.datasets import jpeg_bytes, make_dataset, noise
 
@@ -151,7 +151,7 @@ def test_cli_prints_tables_and_an_anchors_line(tmp_path, capsys):
     prepare_dataset(ws, "boat", size=64, workers=1)
     split_dataset(ws, "boat")
     argv = ["--workspace", str(ws.root), "health", "--dataset", "boat", "--anchors", "3"]
-    assert main("p", "d", ["pipeline.health"], argv) == 0
+    assert main("p", "d", ["pipeline.yolo.health"], argv) == 0
     out = capsys.readouterr().out
     assert "box size in network pixels at 64 (written labels)" in out
     assert f"tiny boxes (< {TINY_PX} px): 4 of 20" in out
@@ -159,13 +159,13 @@ def test_cli_prints_tables_and_an_anchors_line(tmp_path, capsys):
     assert len(anchors_line.removeprefix("anchors = ").split(", ")) == 3
     assert "train" in out and "avg IoU = " in out
     argv[-1] = "30"
-    assert main("p", "d", ["pipeline.health"], argv) == 2
+    assert main("p", "d", ["pipeline.yolo.health"], argv) == 2
     assert "20 boxes cannot make 30 anchors" in capsys.readouterr().err
 
 
 def test_cli_before_prepare_uses_the_open_images_boxes(tmp_path, capsys):
     ws = make_dataset(tmp_path, [{"id": f"i{n}", "data": None, "boxes": [(0, 0.0, 0.0, 0.25, 0.5)]} for n in range(3)])
-    assert main("p", "d", ["pipeline.health"], ["--workspace", str(ws.root), "health", "--dataset", "boat",
+    assert main("p", "d", ["pipeline.yolo.health"], ["--workspace", str(ws.root), "health", "--dataset", "boat",
                                                 "--anchors", "1"]) == 0
     out = capsys.readouterr().out
     assert "box size in network pixels at 416 (Open Images boxes, stretched)" in out

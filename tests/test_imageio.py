@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.imageio import (
+from pipeline.images.imageio import (
     ImageDecodeError,
     decode_rgb,
     image_size,
@@ -197,7 +197,7 @@ def test_image_size_of_garbage_is_a_decode_error(tmp_path):
 
 
 def test_exif_orientation_tag(tmp_path):
-    from pipeline.imageio import exif_orientation
+    from pipeline.images.imageio import exif_orientation
 
     assert exif_orientation(_write(tmp_path, "plain.jpg", _jpeg_bytes(_two_tone()))) is None
     assert exif_orientation(_write(tmp_path, "six.jpg", _jpeg_bytes(_two_tone(), orientation=6))) == 6
@@ -206,7 +206,7 @@ def test_exif_orientation_tag(tmp_path):
 
 
 def test_jpeg_sof_size_matches_pillow_on_several_flavours():
-    from pipeline.imageio import jpeg_sof_size
+    from pipeline.images.imageio import jpeg_sof_size
 
     rgb = np.random.default_rng(3).integers(0, 255, (37, 53, 3), dtype=np.uint8)
     for kw in ({}, {"progressive": True}, {"exif": Image.Exif().tobytes()}, {"subsampling": 0}):

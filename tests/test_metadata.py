@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import metadata
+from pipeline.openimages import metadata
 from pipeline.cli import UserError, main
-from pipeline.metadata import OFFICIAL_FILES, OfficialFile, download, link
+from pipeline.openimages.metadata import OFFICIAL_FILES, OfficialFile, download, link
 from pipeline.workspace import Workspace
 from tests.support.httpserver import FileServer
 from tests.support.fixtures import OPENIMAGES_FIXTURES
@@ -218,9 +218,9 @@ def test_link_from_gcs_bucket_copies_and_checks(ws, demo_root, gcs_env):
 
 def test_cli_link_and_status(ws, demo_root, capsys):
     argv = ["metadata", "link", "--from", str(demo_root / "metadata"), "--files", CLASSES, "--workspace", str(ws.root)]
-    assert main("pipeline", "", ["pipeline.metadata"], argv) == 0
+    assert main("pipeline", "", ["pipeline.openimages.metadata"], argv) == 0
     assert capsys.readouterr().out.split() == [CLASSES, "linked"]
-    assert main("pipeline", "", ["pipeline.metadata"], ["metadata", "status", "--workspace", str(ws.root)]) == 0
+    assert main("pipeline", "", ["pipeline.openimages.metadata"], ["metadata", "status", "--workspace", str(ws.root)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == [CLASSES, "size", "differs"]  # the demo file is not the official 12,011 bytes
     assert lines[2].split() == [BOXES, "missing"]

@@ -1,4 +1,4 @@
-"""pipeline.metrics: hand-computed cases (empty first), every method, group-of, pycocotools parity."""
+"""pipeline.evaluation.metrics: hand-computed cases (empty first), every method, group-of, pycocotools parity."""
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import export, metrics
+from pipeline.evaluation import export, metrics
 
 GT_COLS = ["ImageID", "ClassIndex", "XMin", "YMin", "XMax", "YMax", "IsGroupOf"]
 DET_COLS = ["ImageID", "ClassIndex", "Confidence", "XMin", "YMin", "XMax", "YMax"]

@@ -14,7 +14,7 @@ import pytest
 
 from darknet_runner import cfg as cfgmod
 from darknet_runner import predict, rundir
-from pipeline import metrics
+from pipeline.evaluation import metrics
 from pipeline.boxes import iou_xyxy
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace, write_json
@@ -202,7 +202,7 @@ def test_cli_predict_then_evaluate_json(trained_run):
 
 
 def _labels(run_dir: Path) -> pd.DataFrame:
-    from pipeline.evaluate import load_ground_truth
+    from pipeline.evaluation.evaluate import load_ground_truth
 
     return load_ground_truth(run_dir, "valid")[0]
 

@@ -20,10 +20,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline import demo, demo_scenes
+from pipeline.demo import generate as demo, scenes as demo_scenes
 from pipeline.cli import UserError
-from pipeline.imageio import decode_rgb
-from pipeline.prepare import Geometry, Settings, prepare_dataset, prepared_ids, read_marker
+from pipeline.images.imageio import decode_rgb
+from pipeline.yolo.prepare import Geometry, Settings, prepare_dataset, prepared_ids, read_marker
 from pipeline.workspace import Workspace, read_json
 from tests.support.datasets import dataset_from_demo, jpeg_bytes, make_dataset, noise, yolo_files
 
@@ -262,7 +262,7 @@ def test_a_threaded_caller_gets_a_forkserver_pool_with_the_same_output(tmp_path)
     """The dashboard calls prepare from a thread: no fork of a threaded process, same bytes."""
     import threading
 
-    from pipeline.prepare import _pool_context
+    from pipeline.yolo.prepare import _pool_context
 
     specs = [{"id": f"{i:04d}", "data": jpeg_bytes(noise(200, 300, i)), "boxes": [(0, 0.1, 0.1, 0.5, 0.5)]}
              for i in range(6)]
@@ -408,8 +408,8 @@ def test_sigkill_halfway_then_resume_is_byte_identical(tmp_path):
 # ---------------------------------------------------------------- verification (pipeline/verify.py)
 
 def test_verification_pair_draws_the_written_labels_and_the_open_images_boxes(tmp_path):
-    from pipeline.draw import class_color
-    from pipeline.verify import verification_pair
+    from pipeline.images.draw import class_color
+    from pipeline.yolo.verify import verification_pair
 
     black = np.zeros((100, 200, 3), np.uint8)
     ws = make_dataset(tmp_path, [{"id": "v", "data": jpeg_bytes(black), "boxes": [(0, 0.25, 0.5, 0.75, 1.0)]}])
@@ -431,7 +431,7 @@ def test_verification_pair_draws_the_written_labels_and_the_open_images_boxes(tm
 
 
 def test_sample_ids_is_deterministic_and_only_prepared(tmp_path):
-    from pipeline.verify import prepared_ids, sample_ids
+    from pipeline.yolo.verify import prepared_ids, sample_ids
 
     ws = make_dataset(tmp_path, [{"id": f"s{i}", "data": jpeg_bytes(noise(40, 40, i))} for i in range(10)]
                       + [{"id": "gone", "data": None}])
@@ -445,7 +445,7 @@ def test_sample_ids_is_deterministic_and_only_prepared(tmp_path):
 
 
 def test_suspicious_lists_tiny_clipped_rotated_and_exif_images(tmp_path):
-    from pipeline.verify import suspicious
+    from pipeline.yolo.verify import suspicious
 
     ws = make_dataset(tmp_path, [
         {"id": "ok", "data": jpeg_bytes(noise(40, 40)), "boxes": [(0, 0.1, 0.1, 0.9, 0.9)]},
@@ -464,7 +464,7 @@ def test_suspicious_lists_tiny_clipped_rotated_and_exif_images(tmp_path):
 
 def test_verification_of_demo_exif_images_lines_up(demo_root, prepared_demo):
     """Drawn label outlines on the prepared image enclose the boat pixels (object mask inside > outside)."""
-    from pipeline.verify import suspicious, verification_pair
+    from pipeline.yolo.verify import suspicious, verification_pair
 
     ws, _ = prepared_demo
     special = demo.special_images(demo_root)
@@ -481,9 +481,9 @@ def test_verification_of_demo_exif_images_lines_up(demo_root, prepared_demo):
 
 def test_demo_through_build_fetch_prepare_split(demo_copy):
     """The builder's and fetch's real outputs are prepare's inputs (no hand-made tables here)."""
-    from pipeline.build import build_dataset
-    from pipeline.fetch import fetch_images
-    from pipeline.split import read_split, split_dataset
+    from pipeline.openimages.build import build_dataset
+    from pipeline.images.fetch import fetch_images
+    from pipeline.yolo.split import read_split, split_dataset
 
     ws = Workspace(demo_copy)
     build_dataset(ws, ["Boat"], negatives=0.1)
@@ -506,9 +506,9 @@ def test_cli_prepare_prints_a_summary_and_the_failures(tmp_path, capsys):
     ws = make_dataset(tmp_path, [{"id": "a", "data": good, "boxes": [(0, 0.1, 0.1, 0.9, 0.9)]},
                                  {"id": "b", "data": good[:300]}])
     argv = ["--workspace", str(ws.root), "prepare", "--dataset", "boat", "--size", "64", "--workers", "1"]
-    assert main("p", "d", ["pipeline.prepare"], argv) == 0
+    assert main("p", "d", ["pipeline.yolo.prepare"], argv) == 0
     out = capsys.readouterr().out
     assert "1 of 2 images prepared (1 written, 0 up to date, 0 relabelled); 1 boxes" in out
     assert "failed b: image b.jpg is truncated (the JPEG has no end marker)" in out
-    assert main("p", "d", ["pipeline.prepare"], argv[:-2] + ["--size", "100"]) == 2
+    assert main("p", "d", ["pipeline.yolo.prepare"], argv[:-2] + ["--size", "100"]) == 2
     assert "network size 100 must be a multiple of 32" in capsys.readouterr().err

@@ -136,7 +136,7 @@ def test_resolve_run_by_id_or_folder(tmp_path):
 
 
 def test_anchors_from_the_health_step(tmp_path):
-    from pipeline.anchors import cfg_anchors
+    from pipeline.yolo.anchors import cfg_anchors
 
     make_split_dataset(tmp_path)
     anchors = np.array([[6.4, 7.5], [12, 20], [30, 28], [50, 61], [70, 90], [110, 100]])

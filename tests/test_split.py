@@ -6,7 +6,7 @@ import math
 import pytest
 
 from pipeline.cli import UserError
-from pipeline.split import (
+from pipeline.yolo.split import (
     SPLITS,
     assign_hash_splits,
     assign_threshold_splits,
@@ -203,7 +203,7 @@ def test_cli_split(tmp_path, capsys):
     from pipeline.cli import main
 
     ws = _prepared(tmp_path, _ids(10))
-    modules = ["pipeline.split"]
+    modules = ["pipeline.yolo.split"]
     assert main("p", "d", modules, ["--workspace", str(ws.root), "split", "--dataset", "boat"]) == 0
     assert "10 images: 8 train, 1 valid, 1 test (hash split)" in capsys.readouterr().out
     assert main("p", "d", modules, ["split", "--dataset", "boat", "--workspace", str(ws.root),

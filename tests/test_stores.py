@@ -6,9 +6,9 @@ import socket
 
 import pytest
 
-from pipeline import stores
+from pipeline.images import stores
 from pipeline.cli import UserError
-from pipeline.stores import (DiskFullError, FolderStore, GcsStore, ImageRef, ObjectInfo, PartFile, UrlStore,
+from pipeline.images.stores import (DiskFullError, FolderStore, GcsStore, ImageRef, ObjectInfo, PartFile, UrlStore,
                              credential_status, file_md5, layout_candidates, open_store, transfer_name,
                              validate_bucket_name)
 from tests.support.httpserver import FileServer

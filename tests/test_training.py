@@ -124,7 +124,9 @@ def test_exit_zero_after_a_missing_list_is_failed(tmp_path, darknet_bin):
 
 
 def test_the_demo_dataset_prepared_by_the_pipeline_trains(demo_copy, darknet_bin):
-    from pipeline import build, fetch, prepare, split
+    from pipeline.openimages import build
+    from pipeline.images import fetch
+    from pipeline.yolo import prepare, split
 
     ws = Workspace(demo_copy)
     build.build_dataset(ws, ["Boat"])

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import gallery, ui
-from pipeline import build, classes
+from pipeline.openimages import build, classes
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
 

@@ -9,7 +9,7 @@ import streamlit as st
 from darknet_runner import predict
 from darknet_runner.rundir import load_run
 from dashboard import charts, evalview, ui
-from pipeline import evaluate, metrics
+from pipeline.evaluation import evaluate, metrics
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
 

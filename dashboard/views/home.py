@@ -6,7 +6,7 @@ import streamlit as st
 
 from darknet_runner import binary, jobs
 from dashboard import journey, ui
-from pipeline import stores
+from pipeline.images import stores
 
 DARKNET_HELP = (
     "Install Debian's package (`sudo apt-get install darknet`, pjreddie's CPU build) or build "

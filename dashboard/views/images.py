@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import ui
-from pipeline import fetch, stores
+from pipeline.images import fetch, stores
 from pipeline.cli import UserError
 
 SOURCES = {

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, gallery, ui
-from pipeline import health, prepare, split, verify
+from pipeline.yolo import health, prepare, split, verify
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
 

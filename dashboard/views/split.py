@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from pipeline import split
+from pipeline.yolo import split
 from pipeline.cli import UserError
 from pipeline.workspace import read_json
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from pipeline import demo
+from pipeline.demo import generate as demo
 from pipeline.workspace import Workspace, write_json
 
 FLAGS = ["IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]

@@ -18,7 +18,7 @@ def make_split_dataset(root: Path, slug: str = "boat", *, train: int = 8, valid:
                        classes: tuple[str, ...] = ("Boat",), seed: int = 0, size: tuple[int, int] = (160, 120)) -> Path:
     """A tiny prepared + split dataset: white rectangles on blue, labels ``class cx cy w h`` next to them.
 
-    Stands in for pipeline.prepare/split so the runner tests stay fast and independent.
+    Stands in for pipeline.yolo.prepare/split so the runner tests stay fast and independent.
     """
     rng = random.Random(seed)
     ws = Workspace(Path(root)).ensure()

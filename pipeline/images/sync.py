@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.stores import (TEMP_SUFFIXES, FetchFailed, ImageStore, ObjectInfo, PartFile, TransientError,
+from pipeline.images.stores import (TEMP_SUFFIXES, FetchFailed, ImageStore, ObjectInfo, PartFile, TransientError,
                              file_md5, open_store)
 from pipeline.workspace import Workspace, read_json, slugify, write_json
 

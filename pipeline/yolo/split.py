@@ -21,7 +21,7 @@ import time
 import pandas as pd
 
 from pipeline.cli import UserError
-from pipeline.prepare import prepared_ids
+from pipeline.yolo.prepare import prepared_ids
 from pipeline.workspace import Workspace, atomic_write_text, read_json, write_json
 
 SPLITS = ("train", "valid", "test")

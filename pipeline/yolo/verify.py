@@ -11,11 +11,11 @@ import pandas as pd
 
 from pipeline.boxes import cxcywh_rel_to_xyxy_rel
 from pipeline.cli import UserError
-from pipeline.draw import class_color, draw_boxes, thumbnail
-from pipeline.health import TINY_PX
-from pipeline.imageio import ImageDecodeError, decode_rgb, exif_orientation
-from pipeline.prepare import prepared_ids
-from pipeline.split import split_key
+from pipeline.images.draw import class_color, draw_boxes, thumbnail
+from pipeline.yolo.health import TINY_PX
+from pipeline.images.imageio import ImageDecodeError, decode_rgb, exif_orientation
+from pipeline.yolo.prepare import prepared_ids
+from pipeline.yolo.split import split_key
 from pipeline.workspace import Workspace, read_json
 
 DEFAULT_SIZE = 416

@@ -2,7 +2,7 @@
 
 ``generate(root)`` writes the official metadata files (exact schemas, real MIDs) under
 ``<ws>/metadata/`` and the matching source pixels under ``<ws>/demo/originals/<Subset>/`` (the
-CVDF bucket layout), drawn procedurally by :mod:`pipeline.demo_scenes`. Boxes are ``xyxy_rel``
+CVDF bucket layout), drawn procedurally by :mod:`pipeline.demo.scenes`. Boxes are ``xyxy_rel``
 of the stored pixels. A few files are traps that real Open Images data also springs: EXIF
 orientation tags to ignore, grayscale JPEGs, a PNG behind a ``.jpg`` name, a truncated JPEG;
 they are listed in ``<ws>/demo/special.json`` (see :func:`special_images`).
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pipeline import demo_scenes
+from pipeline.demo import scenes as demo_scenes
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
 from pipeline.workspace import DEMO_MARKER, Workspace, atomic_write_text, read_json, write_json

@@ -1,7 +1,7 @@
 """Typed readers for the big Open Images CSVs (boxes, image info, image-level labels), in bounded memory.
 
 The box file is 2.2 GB and a class is ~0.5 % of its rows, so the reader never parses the other
-99.5 %: :mod:`pipeline.oiscan` finds the lines that contain a class MID (memory-mapped windows,
+99.5 %: :mod:`pipeline.openimages.oiscan` finds the lines that contain a class MID (memory-mapped windows,
 C-speed search, worker processes for big files), and only those lines are parsed, by pandas' C
 reader in one call (or the ``csv`` module when a line holds quotes). The LabelName field is then
 checked exactly, so a MID that is a prefix of another, or sits in another column, never matches.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import oiscan
+from pipeline.openimages import oiscan
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn
 
@@ -210,7 +210,7 @@ def filter_boxes(path: Path, mids: Iterable[str], block_size: int = BLOCK_SIZE,
     Returns the rows typed: ImageID/Source/LabelName str, XMin/XMax/YMin/YMax float32 (xyxy_rel),
     flags int8 with -1 (unknown) kept. Rows with XMin > XMax, YMin > YMax, a coordinate outside
     [0, 1] or not a number, or a flag outside {-1, 0, 1} are counted in ``invalid_rows``, not kept.
-    ``workers`` None: worker processes for a big file (see :func:`pipeline.oiscan.auto_workers`).
+    ``workers`` None: worker processes for a big file (see :func:`pipeline.openimages.oiscan.auto_workers`).
 
     Raises:
         CsvFormatError: wrong header, a matching row with the wrong field count, a truncated file.

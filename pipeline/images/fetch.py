@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.cli import UserError
-from pipeline.imageio import ImageDecodeError, decode_rgb
+from pipeline.images.imageio import ImageDecodeError, decode_rgb
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.stores import (DiskFullError, FetchFailed, ImageRef, ImageStore, Located, PartFile,
+from pipeline.images.stores import (DiskFullError, FetchFailed, ImageRef, ImageStore, Located, PartFile,
                              TransientError, file_md5, open_store)
 from pipeline.workspace import Workspace, read_json, write_json
 
@@ -112,7 +112,7 @@ def fetch_images(ws: Workspace, slug: str, source: str, *, workers: int = 16, re
     Args:
         ws: the workspace. slug: the dataset (needs ``images.parquet``).
         source: ``gs://bucket/prefix``, ``urls[:original|cvdf|thumbnail]`` or a folder (see
-            :func:`pipeline.stores.open_store`).
+            :func:`pipeline.images.stores.open_store`).
         workers: concurrent downloads. retries: extra attempts after a 5xx, timeout or drop.
         progress: ``progress(done, total, message)``.
         base_url: a mirror standing in for the URLs' hosts (tests use a local server).

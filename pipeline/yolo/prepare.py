@@ -43,7 +43,7 @@ import pandas as pd
 
 from pipeline.boxes import clip_xyxy_rel, xyxy_rel_to_cxcywh_rel, xyxy_rel_to_letterbox_xyxy_rel
 from pipeline.cli import UserError
-from pipeline.imageio import ImageDecodeError, decode_bgr, image_size
+from pipeline.images.imageio import ImageDecodeError, decode_bgr, image_size
 from pipeline.progress import ProgressFn
 from pipeline.workspace import Workspace, read_json, write_json
 
@@ -220,7 +220,7 @@ def _pool_context():
     if threading.active_count() == 1:
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["pipeline.prepare"])
+    context.set_forkserver_preload(["pipeline.yolo.prepare"])
     return context
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import classes as oiclasses
-from pipeline import metadata, oicsv
+from pipeline.openimages import classes as oiclasses
+from pipeline.openimages import metadata, oicsv
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
 from pipeline.workspace import Workspace, atomic_write_text, slugify, write_json

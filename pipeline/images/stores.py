@@ -36,7 +36,7 @@ import requests
 import urllib3
 
 from pipeline.cli import UserError
-from pipeline.download import md5_digest, parse_content_range
+from pipeline.transfer import md5_digest, parse_content_range
 
 log = logging.getLogger(__name__)
 

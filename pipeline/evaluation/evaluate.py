@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import export, metrics
+from pipeline.evaluation import export, metrics
 from pipeline.boxes import cxcywh_rel_to_xyxy_rel, iou_xyxy, xyxy_rel_to_letterbox_xyxy_rel
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace, atomic_write_text, write_json
@@ -125,7 +125,7 @@ def _aligned(labels: pd.DataFrame, image_path: Path, dataset_dir: Path | None) -
 
 def _placed(xyxy_rel: np.ndarray, image_path: Path) -> np.ndarray:
     """Original ``xyxy_rel`` → ``xyxy_rel`` of the prepared image (letterbox geometry from its marker)."""
-    from pipeline.prepare import read_marker
+    from pipeline.yolo.prepare import read_marker
 
     marker = read_marker(image_path)
     if marker is None:
@@ -211,7 +211,7 @@ def evaluate_run(ws: Workspace, run_id: str, *, weights: str | os.PathLike = "be
     Args:
         ws: the workspace. run_id: a run id (or run folder).
         weights: best | last | final | a .weights path | a predictions .parquet.
-        iou, method, conf: see :func:`pipeline.metrics.evaluate_detections`.
+        iou, method, conf: see :func:`pipeline.evaluation.metrics.evaluate_detections`.
         split: the run's list to score. backend: "darknet" | "opencv" | None (whichever exists,
             darknet first).
         predict_missing: run the prediction first when its parquet does not exist yet.

@@ -3,7 +3,7 @@
 The bytes go to ``<dest>.part``; a broken connection resumes it with an HTTP ``Range`` request,
 and the part gets its final name (an atomic rename) only after its size and the caller's check
 pass. Used for the official metadata files (checked by MD5) and the pretrained weights (checked
-by their header); the per-image fetches in :mod:`pipeline.stores` share :func:`md5_digest` and
+by their header); the per-image fetches in :mod:`pipeline.images.stores` share :func:`md5_digest` and
 :func:`parse_content_range`.
 """
 from __future__ import annotations

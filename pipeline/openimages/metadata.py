@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.cli import UserError
-from pipeline.download import BACKOFF_S, PART_SUFFIX, RETRIES, download_file, md5_digest
+from pipeline.transfer import BACKOFF_S, PART_SUFFIX, RETRIES, download_file, md5_digest
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.stores import FetchFailed, GcsStore, ObjectInfo, PartFile, TransientError
+from pipeline.images.stores import FetchFailed, GcsStore, ObjectInfo, PartFile, TransientError
 from pipeline.workspace import Workspace, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ def download(ws: Workspace, names: list[str] | None = None, base_url: str | None
     """Download official files into ``ws.metadata_dir``; return name → path.
 
     Resumes a partial ``<name>.part`` with an HTTP Range request, retries dropped connections,
-    and renames to the final name only after size and MD5 match (:func:`pipeline.download.download_file`).
+    and renames to the final name only after size and MD5 match (:func:`pipeline.transfer.download_file`).
     ``base_url`` replaces ``OFFICIAL_BASE`` (a mirror, or a test server); ``table`` replaces
     ``OFFICIAL_FILES``.
 

@@ -1,6 +1,6 @@
 """Find the lines of a big text file that contain one of a few byte strings, fast and in bounded memory.
 
-The engine under :mod:`pipeline.oicsv`. The file is memory-mapped one window at a time (no copy
+The engine under :mod:`pipeline.openimages.oicsv`. The file is memory-mapped one window at a time (no copy
 into Python). A needle with a rare byte is found by that byte with memchr-speed ``find``;
 the others by one compiled ``re`` over the whole window (see :func:`plan_search`). Only the
 lines around hits come back. A big file is split at line starts into ranges scanned by worker processes, so the scan

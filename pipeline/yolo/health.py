@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.anchors import cfg_anchors, kmeans_anchors
+from pipeline.yolo.anchors import cfg_anchors, kmeans_anchors
 from pipeline.boxes import clip_xyxy_rel
 from pipeline.cli import UserError
-from pipeline.split import read_split
+from pipeline.yolo.split import read_split
 from pipeline.workspace import Workspace, read_json
 
 TINY_PX = 8          # under this (width or height) at network size: below YOLOv3's finest stride
@@ -116,7 +116,7 @@ def split_table(parts: dict[str, list[str]] | None, boxes: pd.DataFrame) -> pd.D
 
 
 def anchors_for(table: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.ndarray, float]:
-    """:func:`pipeline.anchors.kmeans_anchors` over a box table's (WidthPx, HeightPx)."""
+    """:func:`pipeline.yolo.anchors.kmeans_anchors` over a box table's (WidthPx, HeightPx)."""
     return kmeans_anchors(table[["WidthPx", "HeightPx"]].to_numpy(), k, seed=seed)
 
 
