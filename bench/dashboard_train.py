@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dashboard import charts  # noqa: E402
-from darknet_runner.logparse import LogFollower, iterations_frame, layers_frame, parse_file  # noqa: E402
+from darknet_runner.logs import LogFollower, iterations_frame, layers_frame, parse_file  # noqa: E402
 
 
 def iteration_text(i: int, total: int) -> str:

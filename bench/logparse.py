@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from darknet_runner.logparse import LogFollower, parse_file  # noqa: E402
+from darknet_runner.logs import LogFollower, parse_file  # noqa: E402
 
 HEADER = " GPU isn't used \n OpenCV isn't used - data augmentation will be slow \n"
 MAP_BLOCK = (
@@ -163,7 +163,7 @@ def report(big: Path, small: Path, args) -> int:
     print(f"log: {mb:.1f} MB, {parsed.iteration_count} iterations, {parsed.layer_count} layer lines, "
           f"{len(parsed.map)} mAP events, {len(parsed.weights)} weights saved; load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"{'measure':<44} {'baseline':>10} {'logparse':>10} {'ratio':>7} {'target':>8}")
+    print(f"{'measure':<44} {'baseline':>10} {'logs':>10} {'ratio':>7} {'target':>8}")
     ours = [min(timed(parse_file, big)[k] for _ in range(2)) for k in (0, 1)]
     with_layers = timed(parse_with_layers, big)
     naive = (None, None) if args.skip_baseline else timed(naive_parse, big)

@@ -7,10 +7,11 @@ from pipeline.cli import main
 COMMAND_MODULES = [
     "darknet_runner.jobs",       # train | status | stop | resume | runs
     "darknet_runner.preflight",  # preflight
-    "darknet_runner.weights",    # weights download | info
-    "darknet_runner.logparse",   # parse-log
+    "darknet_runner.pretrained",  # weights download | info (darknet_runner.weights + --from registry)
+    "darknet_runner.logs.command",  # parse-log
     "darknet_runner.follow",     # follow
     "darknet_runner.predict",    # predict
+    "darknet_runner.evaluate",   # evaluate
 ]
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Started in a new session by :func:`darknet_runner.jobs.start`, it outlives the process that
 launched it (dashboard, CLI). It writes ``pid`` (its own pid, which is also the process group
 id), runs CMD in RUN with stdout and stderr appended to ``train_log.txt``, and at the end
+records the run's final state in run.json (:func:`darknet_runner.runstate.record_end`), then
 writes ``exit_code`` (negative = killed by that signal). Everything is a file, so anyone can
 re-attach by reading the run directory.
 """
@@ -14,11 +15,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.workspace import atomic_write_text
-
-LOG_NAME = "train_log.txt"
-PID_NAME = "pid"
-EXIT_NAME = "exit_code"
+from darknet_runner import runstate
+from darknet_runner.runstate import EXIT_NAME, LOG_NAME, PID_NAME
+from pipeline.atomic import atomic_write_text
 
 
 def _forward_only(signum, frame) -> None:
@@ -48,6 +47,10 @@ def run(run_dir: Path, command: list[str], answer_yes: bool) -> int:
                 except OSError:
                     pass
             code = child.wait()
+    try:
+        runstate.record_end(run_dir, code)
+    except Exception as err:  # noqa: BLE001 - the exit code must be written whatever happens here
+        print(f"studio runner: could not record the end in run.json: {err!r}", file=sys.stderr)
     atomic_write_text(run_dir / EXIT_NAME, f"{code}\n")
     return code
 

@@ -1,10 +1,10 @@
 """``python -m darknet_runner follow RUN``: a live one-line view of a training, for a terminal.
 
 It wakes when the run directory changes (a ``watchdog`` Observer; a slow poll if that cannot
-start), reads only the new bytes of ``train_log.txt`` (:class:`~darknet_runner.logparse.LogFollower`),
-takes the run's state from :func:`darknet_runner.jobs.status`, and ends when the run ends, with
-the final status and its reason. Nothing here changes the run: stopping ``follow`` leaves the
-training alone.
+start), reads only the new bytes of ``train_log.txt`` (:class:`~darknet_runner.logs.LogFollower`),
+takes the run's state from :func:`darknet_runner.runstate.status` with that same parsed log, and
+ends when the run ends, with the final status and its reason (recorded in run.json if the runner
+could not, :func:`~darknet_runner.runstate.finalize`). Stopping ``follow`` leaves the training alone.
 """
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from darknet_runner import jobs, rundir
-from darknet_runner._runner import EXIT_NAME, LOG_NAME, PID_NAME
-from darknet_runner.logparse import LogFollower, ParsedLog, alerts, log_alerts
-from pipeline.cli import UserError
+from darknet_runner import rundir, runstate
+from darknet_runner.logs import LogFollower, ParsedLog, alerts, log_alerts
+from darknet_runner.runstate import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME, RunStatus
 from pipeline.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-WATCHED = frozenset({LOG_NAME, EXIT_NAME, PID_NAME, jobs.STOPPED_NAME, rundir.RUN_JSON})
+WATCHED = frozenset({LOG_NAME, EXIT_NAME, PID_NAME, STOPPED_NAME, rundir.RUN_JSON})
 BAR_WIDTH = 24
 ETA_WINDOW = 20        # iterations averaged for the ETA when the fork prints no "hours left"
 COALESCE_S = 0.2       # stdbuf -oL writes line by line: draw once per burst of changes
@@ -145,17 +144,8 @@ def _watch(run_dir: Path, wake: threading.Event):
     return observer
 
 
-def _segment_offset(run_dir: Path) -> int:
-    """Where the current segment of the log starts (resume appends to the same file)."""
-    try:
-        segments = rundir.load_run(run_dir).get("segments") or []
-        return int(segments[-1]["log_offset"]) if segments else 0
-    except (UserError, KeyError, IndexError, TypeError, ValueError):  # no usable run.json: the whole log
-        return 0
-
-
 def follow(run_dir: str | Path, out: TextIO | None = None, *, stall_seconds: float = 120,
-           start_timeout: float = 30, poll_s: float | None = None) -> jobs.RunStatus:
+           start_timeout: float = 30, poll_s: float | None = None) -> RunStatus:
     """Show the run's progress until it ends; return its final status.
 
     Args:
@@ -167,16 +157,16 @@ def follow(run_dir: str | Path, out: TextIO | None = None, *, stall_seconds: flo
     """
     run_dir = Path(run_dir)
     screen = _Screen(out or sys.stdout)
-    follower = LogFollower(run_dir / LOG_NAME, offset=_segment_offset(run_dir))
+    follower = LogFollower(run_dir / LOG_NAME, offset=runstate.segment_offset(rundir.load_run(run_dir)))
     wake = threading.Event()
     observer = _watch(run_dir, wake)
     timeout = poll_s or (WATCH_TIMEOUT_S if observer else POLL_S)
     began, last_growth = time.time(), None
     try:
         while True:
-            current = jobs.status(run_dir)
             if follower.refresh():
                 last_growth = time.time()
+            current = runstate.status(run_dir, follower.log)
             running = current.state == "running"
             found = alerts(follower.log, now=time.time(), last_growth=last_growth or began, process_alive=running,
                            max_batches=current.max_batches, stall_seconds=stall_seconds) if running else []
@@ -191,11 +181,12 @@ def follow(run_dir: str | Path, out: TextIO | None = None, *, stall_seconds: flo
             observer.stop()
             observer.join(timeout=5)
     follower.finish()
+    current = runstate.finalize(run_dir, follower.log)  # the whole log now: its last line may hold the reason
     _finale(screen, follower.log, current)
     return current
 
 
-def _finale(screen: _Screen, parsed: ParsedLog, current: jobs.RunStatus) -> None:
+def _finale(screen: _Screen, parsed: ParsedLog, current: RunStatus) -> None:
     # The final status says why it ended; only what the log itself shows (NaN, rising loss) stays.
     screen.show(render(progress_of(parsed, current.max_batches, log_alerts(parsed))))
     if current.state == "not-started":

@@ -1,260 +1,41 @@
-"""Detached darknet trainings: start, status, stop, resume, list — all state in the run directory.
+"""Detached darknet trainings: start, stop, resume, list, and their CLI commands — all state in the run directory.
 
 A training runs as ``python -m darknet_runner._runner RUN -- stdbuf -oL -eL darknet detector
-train …`` in a new session, so it survives the dashboard, the CLI and browser reloads. Status is
-derived from files only (``pid``, ``exit_code``, ``stopped``, ``train_log.txt``) plus /proc, so
-any process re-attaches by reading the run directory. Exit codes lie (pjreddie exits 0 after
-``Couldn't open file``), so the final state also reads the log.
+train …`` in a new session, so it survives the dashboard, the CLI and browser reloads. Its state
+(:func:`status`, :class:`RunStatus`) is read from the run directory by :mod:`darknet_runner.runstate`,
+so any process re-attaches by reading it; /proc is read through :mod:`darknet_runner.process`.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from darknet_runner import cfg as cfgmod
-from darknet_runner import preflight, rundir
-from darknet_runner._runner import EXIT_NAME, LOG_NAME, PID_NAME
+from darknet_runner import preflight, process, rundir
 from darknet_runner.binary import DarknetInfo
+from darknet_runner.follow import follow
+from darknet_runner.runstate import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME, RunStatus, finalize, read_int, status
 from darknet_runner.weights import WeightsError, iteration_for, read_header
 from pipeline.cli import UserError
-from pipeline.workspace import Workspace, atomic_write_text
+from pipeline.atomic import atomic_write_text
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-STATES = ("running", "finished", "failed", "stopped", "not-started")
-STOPPED_NAME = "stopped"
 RUNNER_ERR = "runner.err"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LOG_TAIL_BYTES = 256 * 1024  # the last iteration and the fatal message are always near the end
 STOP_SHARES = ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.3), (signal.SIGKILL, 0.2))  # of the timeout
-
-# Fallback log reading (facts §7): for what darknet_runner.logparse does not call fatal, or without it.
-_NUM = r"[-+]?(?:nan|inf|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+)"
-_ITERATION = re.compile(rf"^\s*(\d+):\s+(?:loss=)?({_NUM}),\s+(?:avg loss=)?({_NUM})", re.M | re.I)
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]|\x1b\][^\x07]*\x07|\x07")
-_FATAL = [
-    (re.compile(r"l\.outputs == params\.inputs|filters in convolutional layer prior to \[yolo\]"),
-     "filters mismatch: filters= before a [yolo] layer does not match classes= and mask=; regenerate the cfg"),
-    (re.compile(r"CUDA Error: out of memory|CUDA memory allocation failed|out of memory"),
-     "the GPU ran out of memory; raise subdivisions (e.g. 32 or 64) or lower the network size"),
-    (re.compile(r"Couldn't open file: (?P<x>.+)"), "darknet could not open the file {x}"),
-    (re.compile(r"Cannot load image \"(?P<x>[^\"]+)\"|failed to load image file \"(?P<y>[^\"]+)\""),
-     "darknet could not load the image {x}"),
-    (re.compile(r"failed to open annotation file \"(?P<x>[^\"]+)\""), "a label file is missing: {x}"),
-    (re.compile(r"invalid class ID|Wrong annotation: class_id"), "a label has a class id outside 0..classes-1"),
-    (re.compile(r"Error message: +(?P<x>.+)"), "darknet: {x}"),
-    (re.compile(r"double free or corruption|Segmentation fault|Assertion .* failed"), "darknet crashed"),
-]
-
-
-@dataclass(frozen=True)
-class RunStatus:
-    """What a run is doing, derived from its directory."""
-
-    state: str
-    pid: int | None
-    exit_code: int | None
-    reason: str | None
-    iteration: int | None
-    max_batches: int | None
-    started: str | None
-    ended: str | None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-# --- processes ------------------------------------------------------------------------------
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, process group) of a live pid from /proc, None when it does not exist."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = text[text.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return fields[0], int(fields[2])
-
-
-def _reap(pid: int) -> None:
-    """Collect our own finished child so it does not linger as a zombie (a no-op for others)."""
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except (ChildProcessError, OSError):
-        pass
-
-
-def is_alive(pid: int | None) -> bool:
-    """True when ``pid`` exists and is not a zombie."""
-    if not pid:
-        return False
-    _reap(pid)
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def is_running(pid: int | None) -> bool:
-    """True while the run's process group (the runner is its leader, pgid == pid) has a live member.
-
-    Checking the group, not just the pid, tells a reused pid after a reboot (not a group leader)
-    from our runner, and still sees darknet when the runner alone was killed.
-    """
-    if not pid:
-        return False
-    _reap(pid)
-    stat = _proc_stat(pid)
-    if stat is not None and stat[0] not in ("Z", "X") and stat[1] == pid:
-        return True
-    return bool(group_members(pid))
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) pids in process group ``pgid``."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat and stat[1] == pgid and stat[0] not in ("Z", "X"):
-                members.append(int(entry.name))
-    return members
-
-
-def _wait_group_gone(pgid: int, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while True:
-        _reap(pgid)
-        if not group_members(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-
-
-# --- the log --------------------------------------------------------------------------------
-
-def _log_bytes(run_dir: Path, offset: int = 0) -> bytes:
-    """The current segment's tail of train_log.txt (from ``offset``, at most LOG_TAIL_BYTES)."""
-    path = run_dir / LOG_NAME
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return b""
-    with path.open("rb") as handle:
-        handle.seek(max(offset, size - LOG_TAIL_BYTES))
-        return handle.read()
-
-
-def _plain(data: bytes) -> str:
-    return _ANSI.sub("", data.decode("utf-8", "replace")).replace("\r", "\n")
-
-
-def _last_iteration(text: str) -> int | None:
-    matches = _ITERATION.findall(text)
-    return int(matches[-1][0]) if matches else None
-
-
-def _fallback_reason(text: str) -> str | None:
-    lines = text.split("\n")
-    for pattern, message in _FATAL:
-        for line in reversed(lines):
-            match = pattern.search(line)
-            if match:
-                found = [v.strip() for v in match.groupdict().values() if v]
-                return message.format(x=found[0] if found else "")
-    for match in reversed(_ITERATION.findall(text)):
-        if "nan" in match[2].lower() or "inf" in match[2].lower():
-            return f"the average loss became {match[2]} at iteration {match[0]}; lower the learning rate"
-    return None
-
-
-def read_log(data: bytes) -> tuple[int | None, str | None]:
-    """(last iteration, failure reason) from log bytes.
-
-    Uses ``darknet_runner.logparse`` (the dashboard's parser) and falls back to the fatal
-    patterns of facts §7 for what it does not call fatal or when it is not importable.
-    """
-    text = _plain(data)
-    try:
-        from darknet_runner import logparse
-    except ImportError:
-        return _last_iteration(text), _fallback_reason(text)
-    parser = logparse.LogParser()
-    parser.feed(data)
-    parser.finish()
-    iteration = parser.log.last_iteration
-    return (iteration if iteration is not None else _last_iteration(text),
-            logparse.failure_reason(parser.log) or _fallback_reason(text))
-
-
-# --- status ---------------------------------------------------------------------------------
-
-def _segment_offset(run: dict) -> int:
-    segments = run.get("segments") or []
-    return int(segments[-1]["log_offset"]) if segments else 0
-
-
-def _ended_at(run_dir: Path) -> str | None:
-    try:
-        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((run_dir / EXIT_NAME).stat().st_mtime))
-    except FileNotFoundError:
-        return None
-
-
-def _final_state(code: int | None, iteration: int | None, max_batches: int | None,
-                 reason: str | None) -> tuple[str, str | None]:
-    """finished or failed, with the reason: the log first, then the exit code, then the iteration."""
-    if code is None:
-        return "failed", "the training process ended without recording an exit code (it was killed)"
-    reached = iteration is not None and max_batches is not None and iteration >= max_batches
-    if code == 0 and (reached or iteration is None and not reason):
-        return "finished", None
-    if reason:
-        return "failed", reason
-    if code != 0:
-        name = signal.Signals(-code).name if code < 0 and -code in signal.valid_signals() else None
-        return "failed", f"darknet was killed by {name}" if name else f"darknet exited with code {code}"
-    return "failed", f"darknet stopped at iteration {iteration} of {max_batches} without an error message"
-
-
-def status(run_dir: str | os.PathLike) -> RunStatus:
-    """The run's state from its files and /proc; a terminal state is also written to run.json."""
-    run_dir = Path(run_dir)
-    run = rundir.load_run(run_dir)
-    pid, code = _read_int(run_dir / PID_NAME), _read_int(run_dir / EXIT_NAME)
-    iteration, log_reason = read_log(_log_bytes(run_dir, _segment_offset(run)))
-    max_batches = run.get("max_batches")
-    reason, ended = None, _ended_at(run_dir)
-    if pid is None and code is None:
-        state = "not-started"
-    elif code is None and is_running(pid):
-        state, ended = "running", None
-    elif (run_dir / STOPPED_NAME).exists():
-        state, ended = "stopped", ended or run.get("ended")
-    else:
-        state, reason = _final_state(code, iteration, max_batches, log_reason)
-    if state in ("finished", "failed", "stopped") and (run.get("status") != state or run.get("reason") != reason):
-        run = rundir.update_run(run_dir, status=state, reason=reason, ended=ended, exit_code=code)
-    return RunStatus(state, pid, code, reason, iteration, max_batches, run.get("started"), ended)
 
 
 # --- start / stop / resume ------------------------------------------------------------------
@@ -297,16 +78,22 @@ def start(run_dir: str | os.PathLike, *, weights: str | None = None, skip_prefli
         (run_dir / name).unlink(missing_ok=True)
     log_path = run_dir / LOG_NAME
     offset = log_path.stat().st_size if log_path.exists() else 0
-    argv = [sys.executable, "-m", "darknet_runner._runner", str(run_dir)]
-    argv += (["--yes"] if info.needs_yes_prompt else []) + ["--", *command]
-    with open(run_dir / RUNNER_ERR, "ab") as err:
-        child = subprocess.Popen(argv, cwd=run_dir, env=_runner_env(), start_new_session=True,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-    atomic_write_text(run_dir / PID_NAME, f"{child.pid}\n")  # the runner writes it too; no window without one
     segments = (run.get("segments") or []) + [{"started": _now(), "log_offset": offset, "weights": weights,
                                                "command": command}]
-    rundir.update_run(run_dir, status="running", reason=None, exit_code=None, ended=None, command=command,
-                      started=run.get("started") or segments[-1]["started"], segments=segments)
+    # run.json before the runner: it records the end there, maybe before Popen has returned here
+    launch = {"status": "running", "reason": None, "exit_code": None, "ended": None, "command": command,
+              "started": run.get("started") or segments[-1]["started"], "segments": segments}
+    rundir.update_run(run_dir, **launch)
+    argv = [sys.executable, "-m", "darknet_runner._runner", str(run_dir)]
+    argv += (["--yes"] if info.needs_yes_prompt else []) + ["--", *command]
+    try:
+        with open(run_dir / RUNNER_ERR, "ab") as err:
+            child = subprocess.Popen(argv, cwd=run_dir, env=_runner_env(), start_new_session=True,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    except OSError:
+        rundir.update_run(run_dir, **{key: run.get(key) for key in launch})  # nothing was launched
+        raise
+    atomic_write_text(run_dir / PID_NAME, f"{child.pid}\n")  # the runner writes it too; no window without one
     log.info("started %s (pid %d): %s", run_dir.name, child.pid, " ".join(command))
     return status(run_dir)
 
@@ -314,11 +101,12 @@ def start(run_dir: str | os.PathLike, *, weights: str | None = None, skip_prefli
 def stop(run_dir: str | os.PathLike, timeout: float = 10) -> RunStatus:
     """Stop a running training: SIGINT, then SIGTERM, then SIGKILL to its process group.
 
-    The ``stopped`` marker makes the final state "stopped" rather than "failed".
+    The ``stopped`` marker makes the final state "stopped" rather than "failed"; the end is recorded
+    in run.json (by the runner, or here when SIGKILL left it no time).
     """
     run_dir = Path(run_dir)
-    pid = _read_int(run_dir / PID_NAME)
-    if not is_running(pid):
+    pid = read_int(run_dir / PID_NAME)
+    if not process.is_running(pid):
         return status(run_dir)
     atomic_write_text(run_dir / STOPPED_NAME, f"{_now()}\n")
     for signum, share in STOP_SHARES:
@@ -326,10 +114,9 @@ def stop(run_dir: str | os.PathLike, timeout: float = 10) -> RunStatus:
             os.killpg(pid, signum)
         except ProcessLookupError:
             break
-        if _wait_group_gone(pid, timeout * share):
+        if process.wait_group_gone(pid, timeout * share):
             break
-    rundir.update_run(run_dir, status="stopped", ended=_now())
-    return status(run_dir)
+    return finalize(run_dir)
 
 
 def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
@@ -417,32 +204,13 @@ def _print_status(run_dir: Path, current: RunStatus) -> None:
     print(line + (f": {current.reason}" if current.reason else ""))
 
 
-def follow_until_done(run_dir: Path, poll_s: float = 2.0) -> RunStatus:
-    """Print progress until the run ends (``follow`` when available, else a simple poll)."""
-    try:
-        from darknet_runner.follow import follow
-    except ImportError:
-        follow = None
-    if follow is not None:
-        return follow(run_dir)
-    last = None
-    while True:
-        current = status(run_dir)
-        if (current.state, current.iteration) != last:
-            _print_status(run_dir, current)
-            last = (current.state, current.iteration)
-        if current.state != "running":
-            return current
-        time.sleep(poll_s)
-
-
 def _launched(run_dir: Path, current: RunStatus, detach: bool) -> int:
     print(run_dir)
     if detach:
         _print_status(run_dir, current)
         return 0
     try:
-        final = follow_until_done(run_dir)
+        final = follow(run_dir)
     except KeyboardInterrupt:
         print(f"stopped following; the training goes on (stop it with: stop {run_dir.name})", file=sys.stderr)
         return 130

@@ -35,76 +35,23 @@ import pyarrow.parquet as pq
 
 from darknet_runner import cfg as cfgmod
 from darknet_runner import rundir
+from darknet_runner.rundir import RunDir
 from darknet_runner.binary import PJREDDIE, DarknetNotFound, describe, find_darknet
 from pipeline.boxes import xyxy_px_1based_to_xyxy_rel
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.workspace import Workspace, atomic_write_bytes
+from pipeline.atomic import atomic_write_bytes
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("darknet", "opencv")
 SPLITS = tuple(rundir.LISTS)
-WEIGHT_CHOICES = ("best", "last", "final")
-PREDICTIONS_DIR = "predictions"
 COLUMNS = ["ImageID", "ClassIndex", "Confidence", "XMin", "YMin", "XMax", "YMax"]  # boxes xyxy_rel
 RESULT_PREFIX = "comp4_det_test_"
 LETTERBOX_GREY = 0.5  # darknet's letterbox_image fills with 0.5
 METADATA_KEY = b"studio"
 _FATAL = re.compile(r"Couldn't open file: .*|Cannot load image .*|failed to load .*|Error message: .*")
-
-
-def resolve_weights(run_dir: Path, weights: str | os.PathLike = "best") -> Path:
-    """``best`` (``*_best.weights``, else ``final``, else ``last``), ``final``, ``last`` (most
-    images seen in backup/), or a path (absolute, or relative to the run directory).
-
-    Raises:
-        UserError: no such weights.
-    """
-    run_dir = Path(run_dir)
-    backup = run_dir / rundir.BACKUP_DIR
-    choice = str(weights)
-    if choice not in WEIGHT_CHOICES:
-        path = Path(choice).expanduser()
-        path = path if path.is_absolute() else run_dir / path
-        if not path.is_file():
-            raise UserError(f"there are no weights at {path}; give best, last, final or a .weights file")
-        return path
-    for pattern in {"best": ("*_best.weights", "*_final.weights"), "final": ("*_final.weights",)}.get(choice, ()):
-        found = sorted(backup.glob(pattern))
-        if found:
-            return found[-1]
-    if choice != "final":
-        from darknet_runner.jobs import latest_weights  # jobs imports much; only needed here
-
-        latest = latest_weights(run_dir)
-        if latest is not None:
-            return latest[0]
-    raise UserError(f"run {run_dir.name} has no {choice} weights in {backup}; train it (longer) first")
-
-
-def predictions_path(run_dir: Path, weights: Path, backend: str = "darknet", split: str = "test") -> Path:
-    """Where the predictions of ``weights`` on ``split`` with ``backend`` are stored."""
-    name = Path(weights).stem + ("" if split == "test" else f"-{split}")
-    name += "" if backend == "darknet" else f"-{backend}"
-    return Path(run_dir) / PREDICTIONS_DIR / f"{name}.parquet"
-
-
-def split_images(run_dir: Path, split: str = "test") -> list[tuple[str, Path]]:
-    """(ImageID, image path) for every line of the run's split list (paths relative to the run).
-
-    Raises:
-        UserError: unknown split, or the run has no such list or it is empty.
-    """
-    if split not in rundir.LISTS:
-        raise UserError(f"unknown split {split!r}: choose one of {', '.join(rundir.LISTS)}")
-    path = Path(run_dir) / rundir.LISTS[split]
-    if not path.is_file():
-        raise UserError(f"run {Path(run_dir).name} has no {path.name}; its dataset was not split into {split}")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise UserError(f"{path} lists no images: there is nothing to predict")
-    return [(Path(line).stem, Path(run_dir) / line) for line in lines]
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -113,11 +60,6 @@ def _image_size(path: Path) -> tuple[int, int]:
 
     with Image.open(path) as image:
         return image.size
-
-
-def _class_names(run_dir: Path) -> list[str]:
-    names = (Path(run_dir) / "obj.names").read_text(encoding="utf-8").splitlines()
-    return [n.strip() for n in names if n.strip()]
 
 
 # --- darknet backend ---------------------------------------------------------------------------
@@ -137,7 +79,7 @@ def _run_valid(run_dir: Path, weights: Path, split: str, total: int, progress: P
     results = Path(PREDICTIONS_DIR) / f".valid-{token}"
     (run_dir / results).mkdir(parents=True)
     data = run_dir / f".predict-{token}.data"
-    data.write_text(f"classes={len(_class_names(run_dir))}\nvalid={rundir.LISTS[split]}\nnames=obj.names\n"
+    data.write_text(f"classes={len(RunDir(run_dir).class_names())}\nvalid={rundir.LISTS[split]}\nnames=obj.names\n"
                     f"results={results.as_posix()}\nbackup={rundir.BACKUP_DIR}\n", encoding="utf-8")
     argv = [info.path, "detector", "valid", data.name, rundir.CFG_NAME, os.path.relpath(weights, run_dir)]
     try:
@@ -362,7 +304,7 @@ def predict(run_dir: str | os.PathLike, *, weights: str | os.PathLike = "best", 
     """Detect every image of a run's split list and store the detections (``xyxy_rel``).
 
     Args:
-        run_dir: the run folder. weights: best | last | final | a path (see :func:`resolve_weights`).
+        run_dir: the run folder. weights: best | last | final | a path (see :meth:`RunDir.resolve_weights`).
         backend: "darknet" or "opencv". split: "test", "valid" or "train".
         conf: keep detections with confidence >= conf (darknet's own floor applies too).
         nms: NMS IoU of the opencv backend (darknet's valid uses its built-in 0.45).
@@ -374,25 +316,26 @@ def predict(run_dir: str | os.PathLike, *, weights: str | os.PathLike = "best", 
     Raises:
         UserError: bad choice, missing weights, list or image; RuntimeError: darknet failed.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(Path(run_dir))
+    run_dir = run.path
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    rundir.load_run(run_dir)
-    weights_path = resolve_weights(run_dir, weights)
-    images = split_images(run_dir, split)
+    manifest = run.load()
+    weights_path = run.resolve_weights(weights)
+    images = run.split_images(split)
     if backend == "darknet":
         results = _run_valid(run_dir, weights_path, split, len(images), progress)
         try:
             sizes = {image_id: _image_size(path) for image_id, path in images}
-            table = read_valid_results(results, _class_names(run_dir), sizes)
+            table = read_valid_results(results, run.class_names(), sizes)
         finally:
             shutil.rmtree(results, ignore_errors=True)
         table = table[table["Confidence"] >= conf].reset_index(drop=True)
     else:
         table = _run_opencv(run_dir, weights_path, images, conf, nms, progress)
-    out = predictions_path(run_dir, weights_path, backend, split)
+    out = run.predictions_path(weights_path, backend, split)
     about = {"weights": str(weights_path), "backend": backend, "split": split, "conf": conf, "nms": nms,
-             "images": len(images), "fork": rundir.load_run(run_dir).get("fork")}
+             "images": len(images), "fork": manifest.get("fork")}
     _write(out, table, about)
     log.info("%d detections on %d %s images written to %s", len(table), len(images), split, out)
     return out

@@ -16,6 +16,7 @@ from darknet_runner.binary import ALEXEYAB, HANK, PJREDDIE
 from darknet_runner.rundir import CFG_NAME, RUN_JSON, load_run
 from darknet_runner.weights import check_weights
 from pipeline.cli import UserError
+from pipeline.yolo.labels import label_problems, read_labels
 from pipeline.workspace import Workspace
 
 EXAMPLES = 3  # a problem kind affecting many files names this many, then counts the rest
@@ -31,7 +32,6 @@ ALEXEYAB_REWRITES = [("/images/train2017/", "/labels/train2017/"), ("/images/val
                      ("/images/val2014/", "/labels/val2014/"), ("\\JPEGImages\\", "\\labels\\")]
 ALEXEYAB_EXTENSIONS = (".jpg", ".JPG", ".jpeg", ".JPEG", ".png", ".PNG", ".bmp", ".BMP", ".ppm", ".PPM",
                        ".tiff", ".TIFF")
-LABEL_LINE = re.compile(r"^\s*(-?\d+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)")
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _check_lists(run_dir: Path, fork: str, lists: dict[str, list[str]], classes:
             if label is None or not (run_dir / label).is_file():
                 missing_labels.append(f"{line} -> {label} (in {list_name})")
                 continue
-            bad_class, bad_box = _label_problems(run_dir / label, classes)
+            bad_class, bad_box = label_problems(read_labels(run_dir / label), classes)
             if bad_class is not None:
                 bad_classes.append(f"{label} has class id {bad_class}")
             if bad_box is not None:
@@ -154,29 +154,6 @@ def _check_lists(run_dir: Path, fork: str, lists: dict[str, list[str]], classes:
                        "again with the same classes") +
             _summarise("bad-box", bad_boxes, "{} is not a box (class cx cy w h, centre in [0, 1], size in (0, 1])",
                        "prepare the dataset again"))
-
-
-def _label_problems(label: Path, classes: int) -> tuple[int | None, str | None]:
-    """(first class id outside ``0..classes-1``, first box that is not ``cxcywh_rel``) of a label file.
-
-    Darknet stops quietly at the first line that is not ``%d %f %f %f %f``, and so does this. A box
-    must have its centre in [0, 1] and a size in (0, 1]: hank aborts on a zero size, AlexeyAB drops it.
-    """
-    bad_class, bad_box = None, None
-    for number, line in enumerate(label.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        match = LABEL_LINE.match(line)
-        if not match:
-            break
-        class_id = int(match.group(1))
-        if bad_class is None and not 0 <= class_id < classes:
-            bad_class = class_id
-        try:
-            cx, cy, w, h = (float(v) for v in match.group(2, 3, 4, 5))
-        except ValueError:
-            break
-        if bad_box is None and not (0 <= cx <= 1 and 0 <= cy <= 1 and 0 < w <= 1 and 0 < h <= 1):
-            bad_box = f"line {number}: {' '.join(line.split()[1:5])}"
-    return bad_class, bad_box
 
 
 def _check_cfg(run_dir: Path, fork: str, options: dict[str, str], names: int) -> list[Problem]:

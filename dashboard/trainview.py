@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from darknet_runner.logs import strip_ansi
+
 RECENT = 20  # iterations used for speed and ETA (recent ones: the speed changes after burn-in)
 TAIL_BYTES = 16_384
-ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\x07")
 
 
 def progress_stats(iterations: pd.DataFrame, max_batches: int | None) -> dict:
@@ -67,7 +68,7 @@ def log_tail(path: Path, lines: int = 20) -> list[str] | None:
             data = handle.read()
     except FileNotFoundError:
         return None
-    text = ANSI.sub("", data.decode("utf-8", "replace"))
+    text = strip_ansi(data.decode("utf-8", "replace"))
     parts = [line.rstrip() for line in re.split(r"\r\n|\r|\n", text)]
     parts = [line for line in parts if line.strip()]
     if size > TAIL_BYTES and parts:

@@ -17,8 +17,9 @@ import pandas as pd
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from darknet_runner.rundir import RunDir
 from dashboard import gallery
-from pipeline.workspace import Workspace, read_json
+from pipeline.workspace import Workspace
 
 # Choices kept across page switches (non-widget state re-assigned by the router), with defaults.
 PERSISTED = {
@@ -70,8 +71,8 @@ def sidebar() -> None:
         st.code(str(ws.root), language=None)
         if ws.is_demo:
             st.caption(":orange-badge[DEMO workspace]")
-        _picker("dataset", "Dataset", ws.datasets(), [ws.dataset_dir(s) / "dataset.json" for s in ws.datasets()])
-        _picker("run", "Run", ws.runs(), [ws.run_dir(r) / "run.json" for r in ws.runs()])
+        _picker("dataset", "Dataset", ws.datasets(), [ws.dataset(s).manifest_path for s in ws.datasets()])
+        _picker("run", "Run", ws.runs(), [RunDir(ws.run_dir(r)).manifest_path for r in ws.runs()])
 
 
 def _picker(key: str, label: str, options: list[str], manifests: list[Path]) -> None:
@@ -110,7 +111,7 @@ def current_run() -> str | None:
 
 def manifest(ws: Workspace, slug: str) -> dict:
     """The dataset's dataset.json (an empty dict when it is missing)."""
-    return read_json(ws.dataset_dir(slug) / "dataset.json", default={}) or {}
+    return ws.dataset(slug).load({}) or {}
 
 
 def require_dataset(ws: Workspace) -> str:

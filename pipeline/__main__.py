@@ -14,7 +14,6 @@ COMMAND_MODULES = [
     "pipeline.yolo.prepare",            # prepare
     "pipeline.yolo.split",              # split
     "pipeline.yolo.health",             # health
-    "pipeline.evaluation.evaluate",     # evaluate
 ]
 
 if __name__ == "__main__":

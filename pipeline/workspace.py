@@ -1,20 +1,22 @@
 """The workspace: where every piece of state lives on disk (see DESIGN.md, "The workspace")."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
-import tempfile
 import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from pipeline.cli import UserError
+from pipeline.dataset import MANIFEST, DatasetDir
 
 ENV_VAR = "STUDIO_WORKSPACE"
 DEFAULT_ROOT = Path("workspace")
 DEMO_MARKER = "DEMO"  # file at the root of a workspace written by `python -m pipeline demo`
+# A dataset or run name becomes one folder name: letters, digits, '.', '_', '-', no leading dot.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def resolve_root(cli_value: str | os.PathLike | None = None) -> Path:
@@ -62,17 +64,44 @@ class Workspace:
             folder.mkdir(parents=True, exist_ok=True)
         return self
 
+    def dataset(self, slug: str) -> DatasetDir:
+        """The dataset folder ``datasets/<slug>/`` (it may not exist yet).
+
+        Raises:
+            UserError: ``slug`` is not a plain folder name inside the workspace.
+        """
+        return DatasetDir(self.confined(self.datasets_dir, slug, "dataset"))
+
     def dataset_dir(self, slug: str) -> Path:
-        return self.datasets_dir / slug
+        return self.dataset(slug).path
 
     def run_dir(self, run_id: str) -> Path:
-        return self.runs_dir / run_id
+        """The run folder ``runs/<run_id>/`` (confined like :meth:`dataset`)."""
+        return self.confined(self.runs_dir, run_id, "run")
+
+    @staticmethod
+    def confined(parent: Path, name: str, kind: str) -> Path:
+        """``parent/name`` for a user-given ``name`` that must stay one plain folder under ``parent``.
+
+        Raises:
+            UserError: a name with a path separator, ``..``, NUL, a leading dot, other characters,
+                or more than 128 characters.
+        """
+        text = str(name)
+        if not NAME.fullmatch(text):
+            shown = text if len(text) <= 60 else text[:57] + "..."
+            raise UserError(f"{kind} name {shown!r} is not allowed: use 1-128 letters, digits, '.', '_' or '-' "
+                            f"(not starting with a dot, no '/' or '..')")
+        path = parent / text
+        if path.resolve().parent != parent.resolve():  # a symlinked name pointing elsewhere
+            raise UserError(f"{kind} {text!r} resolves outside {parent}")
+        return path
 
     def datasets(self) -> list[str]:
         """Slugs of datasets that have a manifest, sorted."""
         if not self.datasets_dir.is_dir():
             return []
-        return sorted(p.parent.name for p in self.datasets_dir.glob("*/dataset.json"))
+        return sorted(p.parent.name for p in self.datasets_dir.glob(f"*/{MANIFEST}"))
 
     def runs(self) -> list[str]:
         """Run ids that have a run.json, newest first (ids start with a timestamp)."""
@@ -87,49 +116,6 @@ class Workspace:
             return True
         except ValueError:
             return False
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes 0600 files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write a manifest atomically, pretty and key-sorted so diffs stay readable."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    """Read a manifest; ``default`` when the file does not exist (a corrupt file still raises)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return default
 
 
 def slugify(name: str) -> str:

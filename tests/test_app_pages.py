@@ -13,7 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from darknet_runner import predict
 from dashboard import journey
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.atomic import read_json, write_json
+from pipeline.workspace import Workspace
 from tests.support.runs import make_run
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")

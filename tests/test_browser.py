@@ -194,7 +194,7 @@ def _pjreddie_log(iterations: int) -> str:
 
 def _render_long_log(driver, server, browser_ws, iterations: int = 6000) -> float:
     """Seconds for a fresh session to draw the Train page of a finished 6,000-iteration run."""
-    from pipeline.workspace import read_json, write_json
+    from pipeline.atomic import read_json, write_json
 
     runs = browser_ws / "runs"
     source = max(runs.iterdir(), key=lambda p: (p / "run.json").stat().st_mtime)

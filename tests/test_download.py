@@ -1,12 +1,18 @@
-"""download_file: resume, retries, refusals and verification, against a real local HTTP server."""
+"""pipeline.transfer: PartFile, the retry policy, the Range resumer and download_file, against a real local HTTP server."""
 from __future__ import annotations
 
+import base64
+import errno
 import hashlib
+import time
 
 import pytest
+import requests
 
+from pipeline import transfer
 from pipeline.cli import UserError
-from pipeline.transfer import DownloadError, download_file, md5_digest, parse_content_range
+from pipeline.transfer import (DiskFullError, DownloadError, FetchFailed, PartFile, TransientError, download_file,
+                               file_md5, http_resume, md5_digest, parse_content_range, receive, retry)
 from tests.support.httpserver import FileServer
 
 DATA = bytes(range(256)) * 1000  # 256,000 bytes
@@ -41,8 +47,120 @@ def test_md5_digest(tmp_path):
     assert md5_digest(path).hexdigest() == "900150983cd24fb0d6963f7d28e17f72"
 
 
-def test_the_error_is_a_user_error():
-    assert issubclass(DownloadError, UserError)
+def test_the_errors_are_user_errors():
+    assert issubclass(DownloadError, UserError) and issubclass(DiskFullError, DownloadError)
+
+
+# --------------------------------------------------------------------------- PartFile
+
+
+def test_part_file_resumes_hashes_and_commits(tmp_path):
+    final = tmp_path / "a.jpg"
+    part = PartFile(final).open()
+    part.write(b"hello ")
+    part.close()
+    assert not final.exists() and part.path.read_bytes() == b"hello "
+    again = PartFile(final).open(resume=True)
+    assert again.size == 6
+    again.write(b"world")
+    assert again.md5 == base64.b64encode(hashlib.md5(b"hello world").digest()).decode()
+    again.commit()
+    assert final.read_bytes() == b"hello world" and not again.path.exists()
+    assert file_md5(final) == again.md5
+
+
+def test_part_file_reset_and_discard(tmp_path):
+    part = PartFile(tmp_path / "b.jpg").open()
+    part.write(b"stale")
+    part.reset()
+    part.write(b"new")
+    part.close()
+    assert part.path.read_bytes() == b"new" and part.size == 3
+    part.discard()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_part_file_full_disk_is_one_sentence(tmp_path, monkeypatch):
+    def full(handle, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(transfer, "_write_chunk", full)
+    part = PartFile(tmp_path / "c.jpg").open()
+    with pytest.raises(DiskFullError, match=r"the disk holding .* is full \(no space left on device\)"):
+        part.write(b"x")
+    part.discard()
+
+
+# --------------------------------------------------------------------------- the retry policy
+
+
+def test_retry_with_no_retries_tries_once_and_says_so():
+    calls = []
+
+    def fail():
+        calls.append(time.monotonic())
+        raise TransientError("network", "dropped")
+
+    with pytest.raises(TransientError, match="^dropped$") as caught:
+        retry(fail, retries=0, backoff=5.0)
+    assert len(calls) == 1 and caught.value.attempts == 1
+
+
+def test_retry_does_not_retry_what_is_not_transient():
+    calls = []
+
+    def refuse():
+        calls.append(1)
+        raise FetchFailed("not found", "HTTP 404")
+
+    with pytest.raises(FetchFailed):
+        retry(refuse, retries=3, backoff=0.01)
+    assert calls == [1]
+
+
+def test_retry_backs_off_exponentially_against_a_real_server(tmp_path):
+    with FileServer({"/f.bin": DATA}) as server:
+        for _ in range(3):
+            server.fail("/f.bin", 503)
+        with requests.Session() as session:
+            part = PartFile(tmp_path / "f.bin").open()
+            started = time.monotonic()
+            retry(lambda: http_resume(session, server.url + "/f.bin", part), retries=3, backoff=0.1)
+            waited = time.monotonic() - started
+            part.close()
+        assert len(server.requests) == 4
+    assert waited >= 0.1 + 0.2 + 0.4  # 0.1 s, then 0.2 s, then 0.4 s
+    assert part.path.read_bytes() == DATA
+
+
+# --------------------------------------------------------------------------- the Range resumer
+
+
+def test_an_empty_file_is_received_whole(tmp_path):
+    with FileServer({"/empty": b""}) as server, requests.Session() as session:
+        receive(tmp_path / "empty", lambda part: http_resume(session, server.url + "/empty", part))
+        assert server.requests == [("/empty", None)]
+    assert (tmp_path / "empty").read_bytes() == b"" and _names(tmp_path) == ["empty"]
+
+
+def test_a_part_that_is_the_whole_file_gets_416_and_is_kept(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(DATA)
+    with FileServer({"/f.bin": DATA}) as server, requests.Session() as session:
+        part = PartFile(tmp_path / "f.bin").open()
+        http_resume(session, server.url + "/f.bin", part)
+        part.close()
+        assert server.requests == [("/f.bin", f"bytes={len(DATA)}-")]
+    assert (part.size, part.expected_size) == (len(DATA), len(DATA))
+
+
+def test_a_resumed_part_that_fails_the_check_is_fetched_once_more_from_byte_0(tmp_path):
+    (tmp_path / "f.bin.part").write_bytes(b"x" * 100)  # not the start of this file
+    good = hashlib.md5(DATA).hexdigest()
+    with FileServer({"/f.bin": DATA}) as server:
+        _fetch(server, tmp_path / "f.bin",
+               verify=lambda path: None if md5_digest(path).hexdigest() == good else "its MD5 is wrong")
+        assert server.requests == [("/f.bin", "bytes=100-"), ("/f.bin", None)]
+    assert (tmp_path / "f.bin").read_bytes() == DATA and _names(tmp_path) == ["f.bin"]
 
 
 # --------------------------------------------------------------------------- skip and fresh downloads
@@ -75,17 +193,19 @@ def test_a_fresh_download_reports_progress_and_leaves_no_part(tmp_path):
     with FileServer({"/f.bin": DATA}) as server:
         path = _fetch(server, tmp_path / "sub" / "f.bin", progress=lambda d, t, m: seen.append((d, t, m)))
     assert path.read_bytes() == DATA and _names(path.parent) == ["f.bin"]
-    assert seen[0] == (CHUNK, len(DATA), "f.bin") and seen[-1] == (len(DATA), len(DATA), "f.bin")
+    assert 0 < seen[0][0] <= CHUNK and seen[0][1:] == (len(DATA), "f.bin")
+    assert [done for done, _, _ in seen] == sorted({done for done, _, _ in seen})  # each read adds bytes
+    assert seen[-1] == (len(DATA), len(DATA), "f.bin")
 
 
 # --------------------------------------------------------------------------- resume and retries
 
 
-def test_a_dropped_connection_resumes_with_a_range_request(tmp_path):
+def test_a_dropped_connection_resumes_from_the_last_byte_received(tmp_path):
     with FileServer({"/f.bin": DATA}) as server:
-        server.fail("/f.bin", drop_after=10 * CHUNK + 100)
+        server.fail("/f.bin", drop_after=10 * CHUNK + 100)  # not a whole number of chunks: none is lost
         _fetch(server, tmp_path / "f.bin", expected_bytes=len(DATA))
-        assert server.requests == [("/f.bin", None), ("/f.bin", f"bytes={10 * CHUNK}-")]
+        assert server.requests == [("/f.bin", None), ("/f.bin", f"bytes={10 * CHUNK + 100}-")]
     assert (tmp_path / "f.bin").read_bytes() == DATA
 
 
@@ -137,7 +257,7 @@ def test_a_server_that_keeps_failing_is_one_sentence_after_the_retries(tmp_path)
         with pytest.raises(DownloadError) as caught:
             _fetch(server, tmp_path / "f.bin", retries=2)
         assert len(server.requests) == 3
-    assert str(caught.value) == (f"could not download f.bin from {server.url}/f.bin after 3 attempts (HTTP 503); "
+    assert str(caught.value) == (f"could not download f.bin after 3 attempts (HTTP 503 for {server.url}/f.bin); "
                                  "run the command again to resume")
 
 

@@ -1,5 +1,6 @@
-"""pipeline.evaluation.evaluate: ground truth from a run's written labels (+ IsGroupOf from boxes.parquet),
-predictions parquet → metrics.json, and the CLI. The run is written by hand (no darknet)."""
+"""darknet_runner.evaluate and pipeline.evaluation.groundtruth: ground truth from a run's written labels
+(+ IsGroupOf from boxes.parquet), predictions parquet → metrics.json, and the CLI. The run is written by
+hand (no darknet)."""
 from __future__ import annotations
 
 import contextlib
@@ -12,10 +13,14 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from darknet_runner import evaluate
+from darknet_runner.rundir import RunDir
 from pipeline import cli
-from pipeline.evaluation import evaluate
+from pipeline.evaluation.groundtruth import labels_frame, load_ground_truth
+from pipeline.yolo.labels import read_labels
 from pipeline.cli import UserError
-from pipeline.workspace import Workspace, write_json
+from pipeline.atomic import write_json
+from pipeline.workspace import Workspace
 
 A, B, C, D = "00000000000000aa", "00000000000000bb", "00000000000000cc", "00000000000000dd"
 LABELS = {
@@ -64,23 +69,24 @@ def ws(tmp_path) -> Workspace:
     return workspace
 
 
-def test_read_label_file_empty_and_stops_at_a_bad_line(tmp_path):
+def test_labels_frame_empty_and_stops_at_a_bad_line(tmp_path):
     (tmp_path / "e.txt").write_text("")
-    assert evaluate.read_label_file(tmp_path / "e.txt", "e").empty
+    assert labels_frame(read_labels(tmp_path / "e.txt"), "e").empty
     (tmp_path / "x.txt").write_text("1 0.5 0.5 0.2 0.4\nnot a box\n0 0.1 0.1 0.1 0.1\n")
-    table = evaluate.read_label_file(tmp_path / "x.txt", "x")
+    table = labels_frame(read_labels(tmp_path / "x.txt"), "x")
     assert table.to_dict("records") == [{"ImageID": "x", "ClassIndex": 1, "XMin": pytest.approx(0.4),
                                          "YMin": pytest.approx(0.3), "XMax": pytest.approx(0.6),
                                          "YMax": pytest.approx(0.7), "IsGroupOf": -1}]
 
 
 def test_ground_truth_from_labels_with_group_of_aligned(ws):
-    gt, kept, missing = evaluate.load_ground_truth(ws.run_dir("r1"), "test", ws.dataset_dir("boats"))
+    images = RunDir(ws.run_dir("r1")).split_images("test")
+    gt, kept, missing = load_ground_truth(images, ws.dataset("boats"))
     assert (kept, missing) == ([A, B, C], [D])
     assert gt[["ImageID", "ClassIndex", "IsGroupOf"]].values.tolist() == [[A, 0, 0], [B, 0, 1], [B, 1, -1]]
     assert gt.loc[1, ["XMin", "YMin", "XMax", "YMax"]].tolist() == pytest.approx([0.5, 0.5, 1.0, 1.0])
     # without boxes.parquet every flag is unknown
-    gt, _, _ = evaluate.load_ground_truth(ws.run_dir("r1"), "test", None)
+    gt, _, _ = load_ground_truth(images, None)
     assert gt["IsGroupOf"].tolist() == [-1, -1, -1]
 
 
@@ -119,17 +125,17 @@ def test_missing_predictions_and_unknown_runs_are_user_errors(ws):
 
 def test_cli_json_and_table(ws, capsys):
     argv = ["--workspace", str(ws.root), "evaluate", "--run", "r1", "--weights", "final", "--conf", "0.55"]
-    assert cli.main("python -m pipeline", "", ["pipeline.evaluation.evaluate"], argv + ["--json"]) == 0
+    assert cli.main("python -m darknet_runner", "", ["darknet_runner.evaluate"], argv + ["--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert list(result)[:6] == ["method", "iou", "map50", "classes", "pr_curve", "best_f1_threshold"]
     assert result["map50"] == 0.75
     out = ws.root / "export"
-    assert cli.main("python -m pipeline", "", ["pipeline.evaluation.evaluate"],
+    assert cli.main("python -m darknet_runner", "", ["darknet_runner.evaluate"],
                     argv + ["--method", "openimages", "--export", str(out)]) == 0
     assert "mAP@0.50 = 100.00 %" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["detections_coco.json", "detections_yolo",
                                                       "ground_truth_coco.json"]
-    assert cli.main("python -m pipeline", "", ["pipeline.evaluation.evaluate"],
+    assert cli.main("python -m darknet_runner", "", ["darknet_runner.evaluate"],
                     ["--workspace", str(ws.root), "evaluate", "--run", "nope"]) == 2
     assert "no run 'nope'" in capsys.readouterr().err
 
@@ -150,7 +156,7 @@ def test_group_of_flags_align_through_a_real_prepare(tmp_path, letterbox):
     run.mkdir(parents=True)
     os.symlink("../../datasets/boat/yolo", run / "data")
     (run / "test.txt").write_text("data/0a.jpg\ndata/0b.jpg\n")
-    gt, kept, missing = evaluate.load_ground_truth(run, "test", folder)
+    gt, kept, missing = load_ground_truth(RunDir(run).split_images("test"), ws.dataset("boat"))
     assert (kept, missing) == (["0a", "0b"], [])
     assert gt["IsGroupOf"].tolist() == [0, 1, -1]
     if letterbox:  # the labels moved: a 200×100 picture fills rows 16..48 of the 64×64 canvas

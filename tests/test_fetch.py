@@ -14,11 +14,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.images import stores
+from pipeline import transfer
 from pipeline.__main__ import COMMAND_MODULES
 from pipeline.cli import UserError, main
 from pipeline.images.fetch import FAILURE_COLUMNS, fetch_images
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.atomic import read_json, write_json
+from pipeline.workspace import Workspace
 from tests.support.httpserver import FileServer
 
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 2.0, "workers": 4}
@@ -98,7 +99,7 @@ def test_full_disk_stops_with_one_sentence_and_no_final_file(tmp_path, monkeypat
     def full(handle, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(stores, "_write_chunk", full)
+    monkeypatch.setattr(transfer, "_write_chunk", full)
     ws = cvdf_dataset(tmp_path)
     with cvdf_server() as server, pytest.raises(UserError, match="is full .*finished files are kept"):
         fetch_images(ws, "boat", "urls:cvdf", base_url=server.url, **FAST)
@@ -223,13 +224,16 @@ def test_slow_response_times_out_then_retries(tmp_path):
 
 def test_html_page_with_200_is_a_failure(tmp_path):
     ws = cvdf_dataset(tmp_path)
+    page = b"<!DOCTYPE html><html><body>Photo not available</body></html>"
     with cvdf_server() as server:
-        server.fail(f"/train/{IDS[1]}.jpg", body=b"<!DOCTYPE html><html><body>Photo not available</body></html>")
+        server.fail(f"/train/{IDS[1]}.jpg", body=page)  # said to be text/html: refused before the body
+        server.fail(f"/train/{IDS[2]}.jpg", body=page, content_type="image/jpeg")  # found by its first bytes
         report = fetch_images(ws, "boat", "urls:cvdf", base_url=server.url, **FAST)
     assert report.failures.to_dict("records") == [
-        {"ImageID": IDS[1], "reason": "html page", "detail": "an HTML page came back instead of an image"}]
+        {"ImageID": IDS[1], "reason": "html page", "detail": f"{server.url}/train/{IDS[1]}.jpg answered with a web page"},
+        {"ImageID": IDS[2], "reason": "html page", "detail": "an HTML page came back instead of an image"}]
     originals = ws.dataset_dir("boat") / "originals"
-    assert sorted(files_in(originals)) == [f"{IDS[0]}.jpg", f"{IDS[2]}.jpg"]  # no .part, no final name
+    assert sorted(files_in(originals)) == [f"{IDS[0]}.jpg"]  # no .part, no final name
 
 
 def test_truncated_and_non_image_bodies(tmp_path):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from darknet_runner.follow import Progress, progress_of, render
-from darknet_runner.logparse import parse_file
+from darknet_runner.logs import parse_file
 
 from tests.support.fixtures import DARKNET_FIXTURES as FIXTURES
 
@@ -96,7 +96,7 @@ def test_follow_refuses_an_unknown_run(tmp_path):
 
 
 def test_follow_function_returns_the_final_status(tmp_path):
-    """``jobs.follow_until_done`` calls ``follow.follow(run_dir)`` in-process."""
+    """``train`` and ``resume`` (darknet_runner.jobs) call ``follow.follow(run_dir)`` in-process."""
     import io
 
     from darknet_runner.follow import follow

@@ -1,4 +1,4 @@
-"""Detached runs: status from files and /proc, stop escalation, resume, listing.
+"""Detached runs: status from files and /proc (darknet_runner.runstate, .process), stop escalation, resume, listing.
 
 Process handling is exercised with real processes: a small shell program stands in for darknet
 where the test is about the runner (exit codes, stubborn processes); real darknet training is in
@@ -6,7 +6,6 @@ test_training.py.
 """
 from __future__ import annotations
 
-from tests.support.fixtures import DARKNET_FIXTURES
 import json
 import os
 import stat
@@ -17,16 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from darknet_runner import jobs, rundir
+from darknet_runner import jobs, process, rundir, runstate
 from darknet_runner.binary import DarknetInfo, PJREDDIE
 from darknet_runner.preflight import PreflightFailed
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
 from tests.support.runs import wait_state, make_run, make_split_dataset
-
-FIXTURES = DARKNET_FIXTURES
-if not FIXTURES.is_dir():  # the repository copy, when the shared folder is not mounted
-    FIXTURES = Path(__file__).resolve().parent / "fixtures" / "darknet"
 
 
 def _standin(tmp_path: Path, iterations: int, *, code: int = 0, stubborn: bool = False, delay: float = 0.01,
@@ -71,44 +66,18 @@ def test_fresh_run_is_not_started(tmp_path, dataset):
     (None, 3, None, ("failed", "the training process ended without recording an exit code (it was killed)")),
 ])
 def test_final_state(code, iteration, reason, expected):
-    assert jobs._final_state(code, iteration, 40, reason) == expected
-
-
-def test_read_log_of_an_empty_log():
-    assert jobs.read_log(b"") == (None, None)
-
-
-@pytest.mark.parametrize("name, iteration, words", [
-    ("pjreddie_debian_exp_filters_mismatch_rc134.log", None, "filters"),
-    ("pjreddie_debian_exp_missing_label_rc139.log", None, "exp/imgs/missing_label.txt"),
-    ("hankai_exp_missing_label.log", None, "exp/imgs/missing_label.txt"),
-    ("pjreddie_debian_yolov3tiny_stdbufL.log", 30, None),
-    ("alexeyab_cpu_yolov3tiny_map.log", 120, None),
-])
-def test_read_log_fixtures(name, iteration, words):
-    found_iteration, reason = jobs.read_log((FIXTURES / name).read_bytes())
-    assert found_iteration == iteration
-    assert (reason is None) if words is None else (words in reason)
-
-
-def test_fallback_reason_without_the_parser():
-    text = "   16 yolo\ndarknet: ./src/parser.c:315: parse_yolo: Assertion `l.outputs == params.inputs' failed.\n"
-    assert jobs._fallback_reason(text).startswith("filters mismatch")
-    assert jobs._fallback_reason("Couldn't open file: train.txt\n") == "darknet could not open the file train.txt"
-    assert jobs._fallback_reason("7: nan, nan avg, 0.001 rate, 0.5 seconds, 28 images\n") == (
-        "the average loss became nan at iteration 7; lower the learning rate")
-    assert jobs._fallback_reason("1: 2.0, 2.0 avg, 0.001 rate, 0.5 seconds, 4 images\n") is None
+    assert runstate._final_state(code, iteration, 40, reason) == expected
 
 
 def test_a_zombie_is_not_running():
     child = subprocess.Popen(["true"])
     deadline = time.monotonic() + 5
-    while jobs._proc_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
+    while process._proc_stat(child.pid)[0] != "Z" and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert jobs._proc_stat(child.pid)[0] == "Z"
-    assert jobs.is_alive(child.pid) is False
-    assert jobs._proc_stat(child.pid) is None  # reaped by is_alive
-    assert jobs.is_alive(os.getpid()) is True and jobs.is_alive(None) is False
+    assert process._proc_stat(child.pid)[0] == "Z"
+    assert process.is_alive(child.pid) is False
+    assert process._proc_stat(child.pid) is None  # reaped by is_alive
+    assert process.is_alive(os.getpid()) is True and process.is_alive(None) is False
 
 
 def test_start_runs_to_finished(tmp_path, dataset):
@@ -121,6 +90,7 @@ def test_start_runs_to_finished(tmp_path, dataset):
     assert log_lines[0] == "1: 1.5, 1.5 avg, 0.001 rate, 0.1 seconds, 4 images" and len(log_lines) == 40
     run = json.loads((run_dir / "run.json").read_text())
     assert (run["status"], run["exit_code"]) == ("finished", 0) and run["ended"] and run["started"]
+    assert final.ended == run["ended"] and (run_dir / "runner.err").read_text() == ""  # recorded by the runner
     assert run["segments"][0]["log_offset"] == 0 and run["segments"][0]["command"][-4:] == [
         "detector", "train", "obj.data", "model.cfg"]
 
@@ -161,7 +131,7 @@ def test_stop_escalates_to_sigkill_and_leaves_no_process(tmp_path, dataset):
     final = jobs.stop(run_dir, timeout=2)
     assert time.monotonic() - begun < 4
     assert final.state == "stopped" and final.iteration >= 2
-    assert jobs.group_members(pid) == [] and not jobs.is_alive(pid)
+    assert process.group_members(pid) == [] and not process.is_alive(pid)
     assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
 
 
@@ -283,14 +253,14 @@ def test_is_running_needs_the_pid_to_lead_its_group():
     plain = subprocess.Popen(["sleep", "5"])
     leader = subprocess.Popen(["sleep", "5"], start_new_session=True)
     try:
-        assert jobs.is_running(plain.pid) is False  # e.g. a pid reused after a reboot
-        assert jobs.is_running(leader.pid) is True
-        assert jobs.group_members(leader.pid) == [leader.pid]
+        assert process.is_running(plain.pid) is False  # e.g. a pid reused after a reboot
+        assert process.is_running(leader.pid) is True
+        assert process.group_members(leader.pid) == [leader.pid]
     finally:
         for child in (plain, leader):
             child.kill()
             child.wait()
-    assert jobs.is_running(leader.pid) is False and jobs.is_running(None) is False
+    assert process.is_running(leader.pid) is False and process.is_running(None) is False
 
 
 def test_cli_train_refused_by_preflight_keeps_no_run(tmp_path, dataset, capsys, monkeypatch):
@@ -310,13 +280,24 @@ def test_darknet_outliving_its_runner_is_still_running_then_failed(tmp_path, dat
         time.sleep(0.05)
     os.kill(pid, signal.SIGKILL)  # e.g. the OOM killer picked the runner
     time.sleep(0.2)
-    assert not jobs._proc_stat(pid) or jobs._proc_stat(pid)[0] == "Z"
+    assert not process._proc_stat(pid) or process._proc_stat(pid)[0] == "Z"
     assert jobs.status(run_dir).state == "running"  # darknet, in the runner's group, goes on
-    for member in jobs.group_members(pid):
+    for member in process.group_members(pid):
         os.kill(member, signal.SIGKILL)
     deadline = time.monotonic() + 5
-    while jobs.group_members(pid) and time.monotonic() < deadline:
+    while process.group_members(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+    before = (run_dir / "run.json").read_bytes()
     final = jobs.status(run_dir)
     assert (final.state, final.exit_code) == ("failed", None)
     assert final.reason == "the training process ended without recording an exit code (it was killed)"
+    assert (run_dir / "run.json").read_bytes() == before  # status() only reads; nobody recorded the end
+    assert json.loads(before)["status"] == "running"
+    recorded = runstate.finalize(run_dir)
+    run = rundir.load_run(run_dir)
+    assert (run["status"], run["reason"], run["exit_code"]) == ("failed", final.reason, None)
+    assert recorded.ended == run["ended"] and jobs.status(run_dir) == recorded
+    written = (run_dir / "run.json").stat()
+    runstate.finalize(run_dir)
+    now = (run_dir / "run.json").stat()
+    assert (now.st_ino, now.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)  # recorded already: no write

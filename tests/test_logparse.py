@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from darknet_runner.logparse import (LogFollower, LogParser, ParsedLog, alerts, failure_reason, iterations_frame,
-                                     layers_frame, parse_file)
+from darknet_runner.logs import (LogFollower, LogParser, ParsedLog, alerts, as_json, failure_reason,
+                                 iterations_frame, layers_frame, parse_file, parse_tail, strip_ansi)
 from pipeline.cli import UserError, main
 
 from tests.support.fixtures import DARKNET_FIXTURES as FIXTURES
@@ -50,8 +50,8 @@ def test_empty_log_has_no_records():
     parser = LogParser()
     assert parser.feed(b"") == 0
     assert parser.finish() == 0
-    assert parser.log.to_dict() == {"fork": None, "iterations": [], "layers": [], "map": [], "weights": [],
-                                    "errors": [], "alerts": []}
+    assert as_json(parser.log) == {"fork": None, "iterations": [], "layers": [], "map": [], "weights": [],
+                                   "errors": [], "alerts": []}
     assert parser.log.last_iteration is None
     assert failure_reason(parser.log) is None
 
@@ -118,7 +118,7 @@ def test_carriage_return_splits_lines():
 def test_crlf_log_gives_the_same_records_and_line_numbers():
     lf = (FIXTURES / "alexeyab_exp_bad_class.log").read_bytes()
     crlf = lf.replace(b"\n", b"\r\n")
-    assert parse(crlf).to_dict() == parse(lf).to_dict()
+    assert as_json(parse(crlf)) == as_json(parse(lf))
     assert parse(crlf).errors[0]["line"] == 46
 
 
@@ -270,20 +270,20 @@ def test_failure_reason_from_the_log(name):
 @pytest.mark.parametrize("name", LOGS)
 def test_random_pieces_give_the_same_records(name):
     data = (FIXTURES / name).read_bytes()
-    whole = parse(data).to_dict()
+    whole = as_json(parse(data))
     rng = random.Random(name)
     for largest in (1, 7, 300, 5000):
-        assert parse_pieces(pieces(data, rng, largest)).to_dict() == whole
+        assert as_json(parse_pieces(pieces(data, rng, largest))) == whole
 
 
 @needs_fixtures
 def test_splits_inside_every_escape_sequence_and_crlf():
     data = (FIXTURES / "hankai_cpu_yolov3tiny_map.log").read_bytes()[:6000].replace(b"\n", b"\r\n")
-    whole = parse(data).to_dict()
+    whole = as_json(parse(data))
     cuts = sorted({i + d for i, b in enumerate(data) if b in (0x1b, 0x07, 0x0d) for d in (1, 2, 3)})
     assert len(cuts) > 100
     chunks = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
-    assert parse_pieces(chunks).to_dict() == whole
+    assert as_json(parse_pieces(chunks)) == whole
     assert len(whole["iterations"]) == 17  # grep -c "time remaining" on those bytes
 
 
@@ -377,9 +377,9 @@ def test_nan_loss_is_an_error_and_an_alert():
     log = parse(text)
     assert [(e["kind"], e["fatal"]) for e in log.errors] == [("nan", True)]
     assert "NaN at iteration 2" in failure_reason(log)
-    assert [(a["kind"], a["iteration"]) for a in log.to_dict()["alerts"]] == [("nan", 2)]
-    assert log.to_dict()["iterations"][1]["loss"] is None  # strict JSON
-    json.dumps(log.to_dict(), allow_nan=False)
+    assert [(a["kind"], a["iteration"]) for a in as_json(log)["alerts"]] == [("nan", 2)]
+    assert as_json(log)["iterations"][1]["loss"] is None  # strict JSON
+    json.dumps(as_json(log), allow_nan=False)
 
 
 def test_map_train_line_alone_when_the_block_was_lost():
@@ -445,6 +445,59 @@ def test_follower_restarts_on_a_truncated_log(tmp_path):
     assert [r["iteration"] for r in follower.log.iterations] == [1]
 
 
+# -- the tail of a run's log: what darknet_runner.runstate reads (last iteration, failure reason) ------------
+def test_tail_of_a_missing_or_empty_log(tmp_path):
+    (tmp_path / "empty.log").write_bytes(b"")
+    for log in (parse_tail(tmp_path / "missing.log"), parse_tail(tmp_path / "empty.log")):
+        assert (log.last_iteration, failure_reason(log)) == (None, None)
+
+
+@needs_fixtures
+@pytest.mark.parametrize("name, iteration, words", [
+    ("pjreddie_debian_exp_filters_mismatch_rc134.log", None, "filters"),
+    ("pjreddie_debian_exp_missing_label_rc139.log", None, "exp/imgs/missing_label.txt"),
+    ("hankai_exp_missing_label.log", None, "exp/imgs/missing_label.txt"),
+    ("pjreddie_debian_yolov3tiny_stdbufL.log", 30, None),
+    ("alexeyab_cpu_yolov3tiny_map.log", 120, None),
+])
+def test_tail_of_fixture_logs(name, iteration, words):
+    log = parse_tail(FIXTURES / name)
+    assert log.last_iteration == iteration
+    reason = failure_reason(log)
+    assert (reason is None) if words is None else (words in reason)
+
+
+def test_tail_reads_the_current_segment_only_and_its_last_line(tmp_path):
+    path = tmp_path / "train_log.txt"
+    first = "Couldn't open file: train.txt\n" + AB_ITER.format(i=1, img=4)
+    path.write_text(first + AB_ITER.format(i=2, img=8) + AB_ITER.format(i=3, img=12).rstrip("\n"))
+    log = parse_tail(path, offset=len(first.encode()))
+    assert (log.iteration_count, log.last_iteration, failure_reason(log)) == (2, 3, None)
+    assert parse_tail(path, max_bytes=len(AB_ITER.format(i=3, img=12)) + 1).iteration_count == 1
+    assert "train.txt" in failure_reason(parse_tail(path))
+
+
+def test_failure_reasons_of_short_logs():
+    """The fatal patterns of facts §7 (jobs once kept a second copy of them)."""
+    text = "   16 yolo\ndarknet: ./src/parser.c:315: parse_yolo: Assertion `l.outputs == params.inputs' failed.\n"
+    assert failure_reason(parse(text)) == (
+        "filters= in the [convolutional] layer before a [yolo] layer does not match classes: set it to "
+        "(classes + 5) × 3 (18 for one class).")
+    assert failure_reason(parse("Couldn't open file: train.txt\n")) == (
+        "darknet could not open train.txt: check the paths in obj.data and the list files (relative to the run "
+        "folder, no spaces).")
+    assert failure_reason(parse("7: nan, nan avg, 0.001 rate, 0.5 seconds, 28 images\n")) == (
+        "The loss became NaN at iteration 7: training diverged; lower learning_rate, lengthen burn_in or check the "
+        "labels.")
+    assert failure_reason(parse("1: 2.0, 2.0 avg, 0.001 rate, 0.5 seconds, 4 images\n")) is None
+
+
+def test_strip_ansi():
+    assert strip_ansi("\x1b[1;37mb\x1b[0m c\x07") == "b c"
+    assert strip_ansi("\x1b]2;12/500: loss=1.0 hours left=2\x07x") == "x"
+    assert strip_ansi("plain") == "plain"
+
+
 # -- helpers for charts and the CLI ---------------------------------------------------------------------------
 @needs_fixtures
 def test_frames():
@@ -459,7 +512,7 @@ def test_frames():
 
 @needs_fixtures
 def test_cli_parse_log_json(capsys):
-    rc = main("python -m darknet_runner", "test", ["darknet_runner.logparse"],
+    rc = main("python -m darknet_runner", "test", ["darknet_runner.logs.command"],
               ["parse-log", str(FIXTURES / "alexeyab_exp_filters_mismatch.log"), "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0
@@ -469,7 +522,7 @@ def test_cli_parse_log_json(capsys):
 
 @needs_fixtures
 def test_cli_parse_log_summary(capsys):
-    rc = main("python -m darknet_runner", "test", ["darknet_runner.logparse"],
+    rc = main("python -m darknet_runner", "test", ["darknet_runner.logs.command"],
               ["parse-log", str(FIXTURES / "alexeyab_cpu_yolov3tiny_map.log")])
     out = capsys.readouterr().out
     assert rc == 0
@@ -477,7 +530,7 @@ def test_cli_parse_log_summary(capsys):
 
 
 def test_cli_parse_log_missing_file(capsys, tmp_path):
-    rc = main("python -m darknet_runner", "test", ["darknet_runner.logparse"], ["parse-log", str(tmp_path / "x")])
+    rc = main("python -m darknet_runner", "test", ["darknet_runner.logs.command"], ["parse-log", str(tmp_path / "x")])
     assert rc == 2 and "No log file at" in capsys.readouterr().err
 
 
@@ -549,12 +602,12 @@ def test_any_cuts_give_the_same_records():
     hypothesis = pytest.importorskip("hypothesis")
     from hypothesis import strategies as st
 
-    whole = parse(SAMPLE).to_dict()
+    whole = as_json(parse(SAMPLE))
 
     @hypothesis.settings(max_examples=200, deadline=None)
     @hypothesis.given(st.lists(st.integers(min_value=0, max_value=len(SAMPLE)), max_size=40))
     def check(cuts):
         bounds = [0, *sorted(cuts), len(SAMPLE)]
-        assert parse_pieces([SAMPLE[a:b] for a, b in zip(bounds, bounds[1:])]).to_dict() == whole
+        assert as_json(parse_pieces([SAMPLE[a:b] for a, b in zip(bounds, bounds[1:])])) == whole
 
     check()

@@ -99,10 +99,7 @@ def test_dropped_connection_resumes_with_a_range_request(ws, demo_root, quick):
         server.fail(path, drop_after=30_000)
         download(ws, [BOXES], base_url=server.url, table=table)
     assert (ws.metadata_dir / BOXES).read_bytes() == files[path]
-    (first, first_range), (second, second_range) = server.requests
-    assert first == second == path and first_range is None
-    resumed_at = int(second_range.removeprefix("bytes=").rstrip("-"))
-    assert 0 < resumed_at <= 30_000 and resumed_at % 4096 == 0
+    assert server.requests == [(path, None), (path, "bytes=30000-")]  # every byte before the drop kept
 
 
 def test_server_error_is_retried(ws, demo_root, quick):

@@ -17,7 +17,8 @@ from darknet_runner import predict, rundir
 from pipeline.evaluation import metrics
 from pipeline.boxes import iou_xyxy
 from pipeline.cli import UserError
-from pipeline.workspace import Workspace, write_json
+from pipeline.atomic import write_json
+from pipeline.workspace import Workspace
 
 REPO = Path(__file__).resolve().parent.parent
 SIZES = [(160, 120), (200, 150), (120, 160), (128, 96)]  # not square: letterbox vs stretch matters
@@ -184,7 +185,7 @@ def test_cli_predict_then_evaluate_json(trained_run):
     done = subprocess.run(env_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == trained_run / "predictions" / "model_final-valid.parquet"
-    done = subprocess.run([sys.executable, "-m", "pipeline", "--workspace", str(ws_root), "evaluate", "--run", "tiny",
+    done = subprocess.run([sys.executable, "-m", "darknet_runner", "--workspace", str(ws_root), "evaluate", "--run", "tiny",
                            "--weights", "final", "--split", "valid", "--json", "--conf", "0.01"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -202,9 +203,10 @@ def test_cli_predict_then_evaluate_json(trained_run):
 
 
 def _labels(run_dir: Path) -> pd.DataFrame:
-    from pipeline.evaluation.evaluate import load_ground_truth
+    from darknet_runner.rundir import RunDir
+    from pipeline.evaluation.groundtruth import load_ground_truth
 
-    return load_ground_truth(run_dir, "valid")[0]
+    return load_ground_truth(RunDir(run_dir).split_images("valid"))[0]
 
 
 @pytest.mark.slow
@@ -246,23 +248,25 @@ def test_decode_thresholds_strictly_and_suppresses_per_class():
 def test_resolve_weights_best_falls_back_to_final_then_last(tmp_path):
     import struct
 
+    from darknet_runner.rundir import RunDir
+
     backup = tmp_path / "backup"
     backup.mkdir()
     write_json(tmp_path / "run.json", {"batch": 4, "subdivisions": 1})
     with pytest.raises(UserError, match="has no best weights"):
-        predict.resolve_weights(tmp_path, "best")
+        RunDir(tmp_path).resolve_weights("best")
     header = struct.pack("<3iQ", 0, 2, 0, 400) + b"\0" * 8  # 100 iterations of 4 images
     (backup / "model.backup").write_bytes(header)
-    assert predict.resolve_weights(tmp_path, "best") == backup / "model.backup"
-    assert predict.resolve_weights(tmp_path, "last") == backup / "model.backup"
+    assert RunDir(tmp_path).resolve_weights("best") == backup / "model.backup"
+    assert RunDir(tmp_path).resolve_weights("last") == backup / "model.backup"
     with pytest.raises(UserError, match="has no final weights"):
-        predict.resolve_weights(tmp_path, "final")
+        RunDir(tmp_path).resolve_weights("final")
     (backup / "model_final.weights").write_bytes(header)
-    assert predict.resolve_weights(tmp_path, "best") == backup / "model_final.weights"
+    assert RunDir(tmp_path).resolve_weights("best") == backup / "model_final.weights"
     (backup / "model_best.weights").write_bytes(header)
-    assert predict.resolve_weights(tmp_path, "best") == backup / "model_best.weights"
-    assert predict.resolve_weights(tmp_path, "backup/model.backup") == backup / "model.backup"
-    assert predict.predictions_path(tmp_path, backup / "model_best.weights", "opencv", "valid") == \
+    assert RunDir(tmp_path).resolve_weights("best") == backup / "model_best.weights"
+    assert RunDir(tmp_path).resolve_weights("backup/model.backup") == backup / "model.backup"
+    assert RunDir(tmp_path).predictions_path(backup / "model_best.weights", "opencv", "valid") == \
         tmp_path / "predictions" / "model_best-valid-opencv.parquet"
 
 

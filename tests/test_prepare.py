@@ -24,7 +24,8 @@ from pipeline.demo import generate as demo, scenes as demo_scenes
 from pipeline.cli import UserError
 from pipeline.images.imageio import decode_rgb
 from pipeline.yolo.prepare import Geometry, Settings, prepare_dataset, prepared_ids, read_marker
-from pipeline.workspace import Workspace, read_json
+from pipeline.atomic import read_json
+from pipeline.workspace import Workspace
 from tests.support.datasets import dataset_from_demo, jpeg_bytes, make_dataset, noise, yolo_files
 
 REPO = Path(__file__).resolve().parent.parent

@@ -143,3 +143,36 @@ def test_anchors_from_the_health_step(tmp_path):
     run_dir = make_run(tmp_path, anchors=anchors)
     assert rundir.load_run(run_dir)["anchors"] == anchors.tolist()
     assert (run_dir / "model.cfg").read_text().count(f"anchors={cfg_anchors(anchors)}\n") == 2
+
+
+# --- RunDir: the one owner of a run folder's paths and run.json ------------------------------------
+
+def test_a_folder_without_run_json_is_not_a_run(tmp_path):
+    run = rundir.RunDir(tmp_path / "r")
+    assert not run.exists()
+    with pytest.raises(UserError, match="is not a run directory \\(no run.json\\)"):
+        run.load()
+    with pytest.raises(UserError, match="no run 'r'"):
+        rundir.open_run(Workspace(tmp_path).ensure(), "r")
+    with pytest.raises(UserError, match="no run '../r'"):
+        rundir.open_run(Workspace(tmp_path), "../r")
+
+
+def test_run_dir_paths_manifest_and_names(tmp_path):
+    make_split_dataset(tmp_path)
+    run = rundir.RunDir(make_run(tmp_path))
+    assert (run.cfg.name, run.obj_data.name, run.backup.name, run.metrics.name) == \
+        ("model.cfg", "obj.data", "backup", "metrics.json")
+    assert run.class_names() == ["Boat"] == run.load()["classes"]
+    run.update(status="running")
+    assert json.loads(run.manifest_path.read_text())["status"] == "running"
+    assert run.list_path("valid") == run.path / "valid.txt"
+    with pytest.raises(UserError, match="unknown split 'validation'"):
+        run.list_path("validation")
+    images = run.split_images("train")
+    assert images and all(path == run.path / "data" / f"{image_id}.jpg" for image_id, path in images)
+    assert run.predictions_path(run.backup / "model_100.weights", "darknet", "test") == \
+        run.path / "predictions" / "model_100.parquet"
+    ws = Workspace(tmp_path)
+    assert run.dataset(ws).path == ws.dataset("boat").path
+    assert rundir.open_run(ws, run.id) == run and rundir.open_run(ws, str(run.path)).path == run.path.resolve()

@@ -15,7 +15,7 @@ from pipeline.yolo.split import (
     split_dataset,
     split_key,
 )
-from pipeline.workspace import read_json
+from pipeline.atomic import read_json
 from tests.support.datasets import make_dataset
 
 
@@ -113,7 +113,7 @@ def test_writes_sorted_lists_and_split_json(tmp_path):
 
 
 def test_images_the_last_prepare_failed_on_are_not_listed(tmp_path):
-    from pipeline.workspace import write_json
+    from pipeline.atomic import write_json
 
     ids = _ids(20)
     ws = _prepared(tmp_path, ids)

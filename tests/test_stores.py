@@ -1,16 +1,15 @@
-"""Image stores: spec parsing, URL table, layouts, PartFile, credentials, GCS errors (real emulator)."""
+"""Image stores: spec parsing, URL table, layouts, credentials, GCS errors (real emulator)."""
 from __future__ import annotations
 
-import errno
 import socket
 
 import pytest
 
 from pipeline.images import stores
 from pipeline.cli import UserError
-from pipeline.images.stores import (DiskFullError, FolderStore, GcsStore, ImageRef, ObjectInfo, PartFile, UrlStore,
-                             credential_status, file_md5, layout_candidates, open_store, transfer_name,
-                             validate_bucket_name)
+from pipeline.images.stores import (FolderStore, GcsStore, ImageRef, ObjectInfo, UrlStore, credential_status,
+                                    layout_candidates, open_store, transfer_name, validate_bucket_name)
+from pipeline.transfer import FetchFailed, PartFile, file_md5
 from tests.support.httpserver import FileServer
 
 IMAGE = ImageRef(image_id="4fa8054781a4c382", subset="train",
@@ -107,7 +106,7 @@ def test_layout_candidates_order_and_meaning():
 
 
 def test_url_store_missing_thumbnail_is_a_failure_not_a_crash():
-    with pytest.raises(stores.FetchFailed) as caught:
+    with pytest.raises(FetchFailed) as caught:
         UrlStore("thumbnail").locate(ImageRef("00aa", "test"))
     assert (caught.value.reason, caught.value.detail) == ("no url", "00aa has no Thumbnail300KURL")
 
@@ -127,50 +126,8 @@ def test_folder_store_locates_layouts_and_originals(tmp_path):
     assert (first.key, first.size, first.holds_original) == (str(tmp_path / "train" / "00aa.jpg"), 5, True)
     second = store.locate(ImageRef("00bb", "test", original_size=99))
     assert (second.key, second.holds_original) == (str(tmp_path / "00bb.jpg"), False)
-    with pytest.raises(stores.FetchFailed, match="00cc is not in"):
+    with pytest.raises(FetchFailed, match="00cc is not in"):
         store.locate(ImageRef("00cc", "train"))
-
-
-# ----------------------------------------------------------------- PartFile
-
-
-def test_part_file_resumes_hashes_and_commits(tmp_path):
-    final = tmp_path / "a.jpg"
-    part = PartFile(final).open()
-    part.write(b"hello ")
-    part.close()
-    assert not final.exists() and part.path.read_bytes() == b"hello "
-    again = PartFile(final).open(resume=True)
-    assert again.size == 6
-    again.write(b"world")
-    import base64
-    import hashlib
-    assert again.md5 == base64.b64encode(hashlib.md5(b"hello world").digest()).decode()
-    again.commit()
-    assert final.read_bytes() == b"hello world" and not again.path.exists()
-    assert file_md5(final) == again.md5
-
-
-def test_part_file_reset_and_discard(tmp_path):
-    part = PartFile(tmp_path / "b.jpg").open()
-    part.write(b"stale")
-    part.reset()
-    part.write(b"new")
-    part.close()
-    assert part.path.read_bytes() == b"new" and part.size == 3
-    part.discard()
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_part_file_full_disk_is_one_sentence(tmp_path, monkeypatch):
-    def full(handle, data):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(stores, "_write_chunk", full)
-    part = PartFile(tmp_path / "c.jpg").open()
-    with pytest.raises(DiskFullError, match=r"the disk holding .* is full \(no space left on device\)"):
-        part.write(b"x")
-    part.discard()
 
 
 # ----------------------------------------------------------------- credentials

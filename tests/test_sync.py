@@ -9,7 +9,8 @@ import pytest
 from pipeline.__main__ import COMMAND_MODULES
 from pipeline.cli import UserError, main
 from pipeline.images.sync import pull, push
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.atomic import read_json, write_json
+from pipeline.workspace import Workspace
 
 MANIFEST = {"name": "Boat", "slug": "boat", "created": "2026-11-24T05:00:00+00:00", "classes": []}
 

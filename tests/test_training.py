@@ -14,8 +14,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-from darknet_runner import jobs, rundir
-from darknet_runner.logparse import LogFollower
+from darknet_runner import jobs, process, rundir
+from darknet_runner.logs import LogFollower
 from darknet_runner.preflight import PreflightFailed
 from darknet_runner.weights import iteration_for, read_header
 from pipeline.workspace import Workspace
@@ -89,7 +89,7 @@ def test_stop_leaves_no_process(tmp_path, darknet_bin):
     assert jobs.status(run_dir).state == "running"
     final = jobs.stop(run_dir, timeout=10)
     assert final.state == "stopped" and final.iteration >= 2
-    assert jobs.group_members(pid) == []
+    assert process.group_members(pid) == []
     cwd_users = []
     for proc in Path("/proc").iterdir():
         try:

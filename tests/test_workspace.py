@@ -4,16 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.workspace import (
-    ENV_VAR,
-    Workspace,
-    atomic_write_bytes,
-    new_run_id,
-    read_json,
-    resolve_root,
-    slugify,
-    write_json,
-)
+from pipeline.atomic import atomic_write_bytes, read_json, write_json
+from pipeline.workspace import ENV_VAR, Workspace, new_run_id, resolve_root, slugify
 
 
 def test_root_resolution_order(tmp_path, monkeypatch):

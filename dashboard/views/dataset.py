@@ -90,8 +90,8 @@ def _counts(meta: dict) -> None:
 
 
 def _gallery(slug: str) -> None:
-    folder = ws.dataset_dir(slug)
-    images, boxes = ui.read_parquet(folder / "images.parquet"), ui.read_parquet(folder / "boxes.parquet")
+    dataset = ws.dataset(slug)
+    images, boxes = ui.read_parquet(dataset.images_path), ui.read_parquet(dataset.boxes_path)
     if images is None or boxes is None:
         st.warning("This dataset has no images.parquet/boxes.parquet: rebuild it.")
         return

@@ -6,10 +6,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from darknet_runner import predict
-from darknet_runner.rundir import load_run
+from darknet_runner import evaluate, predict
+from darknet_runner.rundir import RunDir
 from dashboard import charts, evalview, ui
-from pipeline.evaluation import evaluate, metrics
+from pipeline.dataset import DatasetDir
+from pipeline.evaluation import metrics
+from pipeline.evaluation.groundtruth import load_ground_truth
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
 
@@ -39,9 +41,8 @@ def _evaluation(root: str, run_id: str, weights: str, backend: str, conf: float,
 
 def _dataset_dir(run_dir: Path) -> Path | None:
     """The run's dataset folder (IsGroupOf comes from its boxes.parquet)."""
-    dataset = load_run(run_dir).get("dataset") or {}
-    slug = dataset.get("slug") if isinstance(dataset, dict) else None
-    return ws.dataset_dir(slug) if slug and ws.dataset_dir(slug).is_dir() else None
+    dataset = RunDir(run_dir).dataset(ws)
+    return dataset.path if dataset is not None else None
 
 
 def _summary(result: dict) -> None:
@@ -73,7 +74,8 @@ def _pr(result: dict, conf: float) -> None:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _ground_truth(run_dir: str, dataset_dir: str | None, _stamp: int) -> tuple[pd.DataFrame, list[str]]:
     """The test labels (``xyxy_rel``) and the ImageIDs evaluated (cached until the predictions change)."""
-    gt, ids, _missing = evaluate.load_ground_truth(Path(run_dir), "test", Path(dataset_dir) if dataset_dir else None)
+    gt, ids, _missing = load_ground_truth(RunDir(Path(run_dir)).split_images("test"),
+                                          DatasetDir(Path(dataset_dir)) if dataset_dir else None)
     return gt, ids
 
 
@@ -89,7 +91,7 @@ def _browser(run_dir: Path, predictions: Path, conf: float, names: dict[int, str
                      key="browse_filter")
     table = evalview.filter_images(metrics.per_image(gt, det, iou=IOU, conf=conf, images=ids), which)
     st.caption(f"{min(len(table), BROWSER_N)} of {len(table)} images, worst (most FP + FN) first.")
-    paths = dict(predict.split_images(run_dir, "test"))
+    paths = dict(RunDir(run_dir).split_images("test"))
     tiles = []
     for row in table.head(BROWSER_N).itertuples(index=False):
         g, d = metrics.image_box_status(gt, det, row.ImageID, iou=IOU, conf=conf)
@@ -115,7 +117,7 @@ left, right = st.columns(2)
 weights = left.selectbox("Weights", weights_files, format_func=lambda p: p.name, key=f"weights::{run_id}")
 backend = right.radio("Backend", list(predict.BACKENDS), format_func=lambda b: BACKEND_NAMES.get(b, b),
                       key="eval_backend")
-predictions = predict.predictions_path(run_dir, weights, backend)
+predictions = RunDir(run_dir).predictions_path(weights, backend)
 label = "Predict the test set again" if predictions.exists() else "Predict the test set"
 if st.button(label, type="primary", icon=":material/play_arrow:"):
     _predict(run_dir, weights, backend)
@@ -123,7 +125,7 @@ if not predictions.exists():
     st.info("No predictions for these weights yet.")
     st.stop()
 conf = st.slider("Confidence threshold", 0.0, 1.0, step=0.01, key="conf")
-names = {i: name for i, name in enumerate(run_dir.joinpath("obj.names").read_text().splitlines())}
+names = dict(enumerate(RunDir(run_dir).class_names()))
 result = _evaluation(str(ws.root), run_id, str(weights), backend, float(conf), ui.mtime_ns(predictions))
 _summary(result)
 _pr(result, float(conf))

@@ -6,6 +6,7 @@ import streamlit as st
 from dashboard import ui
 from pipeline.images import fetch, stores
 from pipeline.cli import UserError
+from pipeline.demo.generate import originals_dir as demo_originals
 
 SOURCES = {
     "folder": "A local folder (files named <ImageID>.jpg, flat or in train/validation/test/)",
@@ -20,7 +21,7 @@ def _source_spec() -> str | None:
     """The source spec the user chose, or None while it is incomplete."""
     kind = st.radio("Source", list(SOURCES), format_func=SOURCES.get, key="img_source")
     if kind == "folder":
-        default = ws.root / "demo" / "originals" if ws.is_demo else ""
+        default = demo_originals(ws.root) if ws.is_demo else ""
         text = st.text_input("Folder", value=str(default), key="img_folder")
         path = ui.show_path("The folder", text, ws)
         if path is not None and not path.is_dir():
@@ -55,12 +56,12 @@ def _fetch(slug: str, spec: str, workers: int) -> None:
 
 
 def _present(slug: str) -> None:
-    folder = ws.dataset_dir(slug)
-    images = ui.read_parquet(folder / "images.parquet")
+    dataset = ws.dataset(slug)
+    images = ui.read_parquet(dataset.images_path)
     total = 0 if images is None else len(images)
-    have = len(list((folder / "originals").glob("*.jpg"))) if (folder / "originals").is_dir() else 0
+    have = len(list(dataset.originals.glob("*.jpg"))) if dataset.originals.is_dir() else 0
     st.metric("Originals on disk", f"{have} / {total}")
-    tsv = folder / "transfer.tsv"
+    tsv = dataset.transfer_tsv
     if tsv.exists():
         st.download_button("Download transfer.tsv (Storage Transfer Service URL list)", tsv.read_bytes(),
                            file_name=f"{slug}-transfer.tsv", mime="text/tab-separated-values",

@@ -74,7 +74,7 @@ def _suspicious_table(root: str, slug: str, size: int, _stamp: int) -> pd.DataFr
 
 def _suspicious(slug: str, size: int) -> None:
     # Reading every original's EXIF is slow on big datasets: cached until the manifest changes.
-    table = _suspicious_table(str(ws.root), slug, size, ui.mtime_ns(ws.dataset_dir(slug) / "dataset.json"))
+    table = _suspicious_table(str(ws.root), slug, size, ui.mtime_ns(ws.dataset(slug).manifest_path))
     st.subheader("Suspicious images")
     if table.empty:
         st.caption("No tiny or clipped box, no rotation, no EXIF orientation tag.")

@@ -7,7 +7,6 @@ import streamlit as st
 from dashboard import ui
 from pipeline.yolo import split
 from pipeline.cli import UserError
-from pipeline.workspace import read_json
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_PERCENT = {"train": 80, "valid": 10, "test": 10}
@@ -60,8 +59,8 @@ def _write(slug: str, percent: dict[str, int], seed: int, official: bool, stable
 
 
 def _current(slug: str) -> None:
-    info = read_json(ws.dataset_dir(slug) / "splits" / "split.json", default=None)
-    if info is None:
+    info = ws.dataset(slug).split_info()
+    if not info:
         st.caption("No split written yet.")
         return
     st.subheader("Current split")
@@ -74,7 +73,7 @@ ws = ui.workspace()
 st.title("Split")
 slug = ui.require_dataset(ws)
 st.caption(f"Dataset: {slug}")
-yolo = ws.dataset_dir(slug) / "yolo"
+yolo = ws.dataset(slug).yolo
 prepared = sum(1 for p in yolo.glob("*.txt") if p.with_suffix(".jpg").exists()) if yolo.is_dir() else 0
 with st.container(border=True):
     percent, valid = _ratios()

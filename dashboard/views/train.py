@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from darknet_runner import cfg, jobs, logparse, preflight, rundir, weights
+from darknet_runner import cfg, jobs, logs, preflight, rundir, weights
 from darknet_runner.binary import DarknetNotFound, find_darknet
 from dashboard import charts, trainview, ui
 from pipeline.cli import UserError
@@ -26,7 +26,7 @@ RUNNING = "running"
 @st.cache_resource(show_spinner=False, max_entries=64)
 def _follower(log_path: str) -> dict:
     """One incremental log reader per run, shared by all sessions (it only ever reads new bytes)."""
-    return {"follower": logparse.LogFollower(Path(log_path)), "lock": threading.Lock(), "grew": None}
+    return {"follower": logs.LogFollower(Path(log_path)), "lock": threading.Lock(), "grew": None}
 
 
 def parsed_log(run_dir: Path):
@@ -178,13 +178,13 @@ def _live_panel(run_dir: Path) -> None:
         st.rerun()  # a status change re-enables/disables buttons outside this fragment
     st.session_state[seen_key] = status.state
     log, grew = parsed_log(run_dir)
-    frame = logparse.iterations_frame(log)
+    frame = logs.iterations_frame(log)
     max_batches = status.max_batches
     stats = trainview.progress_stats(frame, max_batches)
     _progress(status, stats)
     if status.state != "not-started":
-        for alert in logparse.alerts(log, now=time.time(), last_growth=grew, process_alive=status.state == RUNNING,
-                                     max_batches=max_batches):
+        for alert in logs.alerts(log, now=time.time(), last_growth=grew, process_alive=status.state == RUNNING,
+                                 max_batches=max_batches):
             st.warning(ui.md_escape(alert["message"]))
     _charts(run_dir.name, frame, log)
     tail = trainview.log_tail(run_dir / "train_log.txt", TAIL_LINES)
@@ -210,7 +210,7 @@ def _charts(run_id: str, frame: pd.DataFrame, log) -> None:
         return
     st.caption(f"Loss chart: {len(frame)} points")
     st.plotly_chart(charts.loss_figure(frame), key=f"loss::{run_id}", width="stretch")
-    layers = logparse.layers_frame(log).dropna(subset=["iteration", "layer"])
+    layers = logs.layers_frame(log).dropna(subset=["iteration", "layer"])
     left, right = st.columns(2)
     with left:
         st.plotly_chart(charts.per_layer_figure(layers, "iou", "IoU per [yolo] layer", "iou"),
@@ -252,7 +252,7 @@ def _runs_table() -> None:
     for run_id in runs:
         status = jobs.status(ws.run_dir(run_id))
         log, _ = parsed_log(ws.run_dir(run_id))
-        frame = logparse.iterations_frame(log)
+        frame = logs.iterations_frame(log)
         frames[run_id] = frame
         rows.append({"run": run_id, "state": status.state, "iteration": status.iteration,
                      "max_batches": status.max_batches,

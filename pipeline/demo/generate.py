@@ -30,7 +30,8 @@ from PIL import Image
 from pipeline.demo import scenes as demo_scenes
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.workspace import DEMO_MARKER, Workspace, atomic_write_text, read_json, write_json
+from pipeline.atomic import atomic_write_text, read_json, write_json
+from pipeline.workspace import DEMO_MARKER, Workspace
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.boxes import xyxy_rel_to_cxcywh_rel
-from pipeline.workspace import atomic_write_text
+from pipeline.atomic import atomic_write_text
 
 BOX_COLUMNS = ["XMin", "YMin", "XMax", "YMax"]  # xyxy_rel
 COCO_CATEGORY_OFFSET = 1  # COCO category ids start at 1; ours (ClassIndex) at 0

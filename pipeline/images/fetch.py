@@ -22,9 +22,11 @@ import pandas as pd
 from pipeline.cli import UserError
 from pipeline.images.imageio import ImageDecodeError, decode_rgb
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.images.stores import (DiskFullError, FetchFailed, ImageRef, ImageStore, Located, PartFile,
-                             TransientError, file_md5, open_store)
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.images.stores import ImageRef, ImageStore, Located, open_store
+from pipeline.transfer import (BACKOFF_S, PART_SUFFIX, DiskFullError, FetchFailed, PartFile, TransientError,
+                               file_md5, receive)
+from pipeline.dataset import DatasetDir
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ def _int(value) -> int | None:
 
 def fetch_images(ws: Workspace, slug: str, source: str, *, workers: int = 16, retries: int = 3,
                  progress: ProgressFn = None, base_url: str | None = None, timeout: float = 30.0,
-                 backoff: float = 0.5) -> FetchReport:
+                 backoff: float = BACKOFF_S) -> FetchReport:
     """Download the dataset's images from ``source`` into ``datasets/<slug>/originals/``.
 
     Args:
@@ -125,18 +127,18 @@ def fetch_images(ws: Workspace, slug: str, source: str, *, workers: int = 16, re
         UserError: no such dataset, an unusable source (bad bucket name, private bucket without
             credentials, no network) or a full disk (finished files are kept).
     """
-    folder = ws.dataset_dir(slug)
-    table = folder / "images.parquet"
+    dataset = ws.dataset(slug)
+    table = dataset.images_path
     if not table.is_file():
         raise UserError(f"dataset {slug!r} has no images.parquet in {ws.datasets_dir}: build it first")
     images = load_image_refs(table)
     store = open_store(source, base_url=base_url)
     store.check(images[0] if images else None)
     started = time.monotonic()
-    outcomes = _run_batch(store, images, folder / "originals", workers, progress,
+    outcomes = _run_batch(store, images, dataset.originals, workers, progress,
                           lambda image, out: _fetch_one(store, image, out, retries, timeout, backoff))
     report = _report(store.spec, outcomes, time.monotonic() - started)
-    _record(folder / "dataset.json", report)
+    _record(dataset, report)
     log.info("fetch-images %s: %d fetched, %d skipped, %d failed", slug, report.fetched, report.skipped, report.failed)
     return report
 
@@ -171,7 +173,7 @@ def _fetch_one(store: ImageStore, image: ImageRef, out: Path, retries: int, time
         located = store.locate(image)
         if final.is_file() and _already_there(final, image, located):
             return _Outcome(image.image_id, "skipped")
-        checks = _download_verified(store, located, image, PartFile(final), retries, timeout, backoff)
+        checks = _download_verified(store, located, image, final, retries, timeout, backoff)
         return _Outcome(image.image_id, "fetched", tuple(checks))
     except FetchFailed as err:
         return _Outcome(image.image_id, "failed", reason=err.reason, detail=err.detail)
@@ -193,46 +195,15 @@ def _already_there(final: Path, image: ImageRef, located: Located) -> bool:
     return located.md5 is None or file_md5(final) == located.md5
 
 
-def _download_verified(store: ImageStore, located: Located, image: ImageRef, part: PartFile,
+def _download_verified(store: ImageStore, located: Located, image: ImageRef, final: Path,
                        retries: int, timeout: float, backoff: float) -> list[str]:
-    """Download (resuming a part), verify, rename; a resumed part that fails is retried once from 0."""
-    part.open(resume=True)
+    """Download through ``<final>.part`` (resumed), :func:`verify`, rename: :func:`pipeline.transfer.receive`."""
     try:
-        resumed = part.size > 0
-        while True:
-            _download_with_retries(store, located, part, retries, timeout, backoff)
-            try:
-                checks = verify(part, image, located)
-            except FetchFailed:
-                if resumed:  # the part may be a stale piece of another source: once more, fresh
-                    resumed = False
-                    part.reset()
-                    continue
-                part.discard()
-                raise
-            part.commit()
-            return checks
-    except FetchFailed as err:
-        if part.size == 0 or err.reason in ("not found", "missing", "http error", "forbidden", "no url"):
-            part.discard()  # otherwise a partial download stays as .part for the next run's Range
-        raise
-    finally:
-        part.close()
-
-
-def _download_with_retries(store: ImageStore, located: Located, part: PartFile, retries: int,
-                           timeout: float, backoff: float) -> None:
-    for attempt in range(retries + 1):
-        try:
-            store.download(located, part, timeout)
-            return
-        except TransientError as err:
-            last = err
-            log.debug("attempt %d for %s: %s", attempt + 1, located.key, err)
-            if attempt < retries:
-                time.sleep(backoff * 2 ** attempt)
-    reason = last.reason if last.reason in REASONS else "network"
-    raise FetchFailed(reason, f"{last} ({retries + 1} attempts)")
+        return receive(final, lambda part: store.download(located, part, timeout),
+                       lambda part: verify(part, image, located), retries=retries, backoff=backoff)
+    except TransientError as err:  # the part stays: the next run resumes it
+        reason = err.reason if err.reason in REASONS else "network"
+        raise FetchFailed(reason, f"{err} ({err.attempts} attempts)") from None
 
 
 def verify(part: PartFile, image: ImageRef, located: Located) -> list[str]:
@@ -265,7 +236,7 @@ def _check_decodes(path: Path) -> None:
         decode_rgb(path, reduce_to=DECODE_SIDE)
     except ImageDecodeError as err:
         reason = "truncated" if "truncated" in str(err) else "not an image"
-        raise FetchFailed(reason, str(err).replace(path.name, path.name[: -len(".part")])) from err
+        raise FetchFailed(reason, str(err).replace(path.name, path.name.removesuffix(PART_SUFFIX))) from err
 
 
 def _report(spec: str, outcomes: list[_Outcome], seconds: float) -> FetchReport:
@@ -278,14 +249,12 @@ def _report(spec: str, outcomes: list[_Outcome], seconds: float) -> FetchReport:
                        verified=dict(verified), seconds=seconds)
 
 
-def _record(manifest: Path, report: FetchReport) -> None:
-    """Read-modify-write ``dataset.json["fetch"]`` (only when the dataset has a manifest)."""
-    data = read_json(manifest)
-    if data is None:
-        log.warning("%s is missing; the fetch summary is not recorded", manifest)
+def _record(dataset: DatasetDir, report: FetchReport) -> None:
+    """Record ``dataset.json["fetch"]`` (only when the dataset has a manifest)."""
+    if not dataset.exists():
+        log.warning("%s is missing; the fetch summary is not recorded", dataset.manifest_path)
         return
-    data["fetch"] = report.summary()
-    write_json(manifest, data)
+    dataset.update(fetch=report.summary())
 
 
 # --------------------------------------------------------------------------- CLI

@@ -9,22 +9,18 @@ Three real implementations behind one small interface (:class:`ImageStore`):
 
 A bucket or folder may hold an image under any of the names in :func:`layout_candidates`: the
 Storage Transfer layout ``<host>/<url-path>`` (facts/openimages.md §3) or ``[<Subset>/]<ImageID>.jpg``.
-Downloads append to a :class:`PartFile` (``<name>.part``) that hashes what it holds, so a broken
-download resumes and nothing reaches its final name before it is verified.
+A store's ``download`` only appends bytes to a :class:`pipeline.transfer.PartFile`; retries, resume
+and the rename after verification are :mod:`pipeline.transfer`'s.
 """
 from __future__ import annotations
 
-import base64
 import errno
-import hashlib
-import http.client
 import ipaddress
 import logging
 import mimetypes
 import os
 import re
 import shutil
-import socket
 import tempfile
 import threading
 from abc import ABC, abstractmethod
@@ -33,10 +29,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 
 from pipeline.cli import UserError
-from pipeline.transfer import md5_digest, parse_content_range
+from pipeline.transfer import (CHUNK, PART_SUFFIX, DiskFullError, FetchFailed, PartFile, TransientError,
+                               disk_full_error, file_md5, http_resume)
 
 log = logging.getLogger(__name__)
 
@@ -57,32 +53,10 @@ EMULATOR_ENV = "STORAGE_EMULATOR_HOST"
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 CREDENTIALS_HELP = (f"set {CREDENTIALS_ENV} to a service-account key file "
                     "or run `gcloud auth application-default login`")
-CHUNK = 256 * 1024
 LIST_FIELDS = "items(name,size,md5Hash),nextPageToken"  # a partial listing: a transfer bucket can hold millions
-TEMP_SUFFIXES = (".part", ".tmp")  # never listed, pushed or pulled
+TEMP_SUFFIXES = (PART_SUFFIX, ".tmp")  # never listed, pushed or pulled
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*[a-z0-9]$")
-
-
-class TransientError(Exception):
-    """Worth retrying: a 5xx answer, a timeout, a dropped connection, a short or garbled transfer."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-
-
-class FetchFailed(Exception):
-    """This object cannot be had from this store (404, MD5 mismatch, not an image…); the batch goes on."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-class DiskFullError(UserError):
-    """The local disk is full: every further download would fail too, so the batch stops."""
 
 
 @dataclass(frozen=True)
@@ -113,92 +87,6 @@ class Located:
     size: int | None = None
     md5: str | None = None  # base64 MD5 of the stored object, when the store knows it
     holds_original: bool = False  # the bytes are the Flickr original, so OriginalMD5 applies
-
-
-def md5_b64(digest: "hashlib._Hash") -> str:
-    """A hashlib MD5 as Open Images and GCS write it: base64 of the 16 binary bytes."""
-    return base64.b64encode(digest.digest()).decode("ascii")
-
-
-def file_md5(path: Path) -> str:
-    """Base64 MD5 of a file, read in chunks."""
-    return md5_b64(md5_digest(path))
-
-
-def _write_chunk(handle, data: bytes) -> None:
-    """The one place fetched bytes reach the disk (tests make it raise ENOSPC)."""
-    handle.write(data)
-
-
-def _disk_full(folder: Path) -> DiskFullError:
-    return DiskFullError(f"the disk holding {folder} is full (no space left on device): "
-                         "free some space and run the same command again, finished files are kept")
-
-
-class PartFile:
-    """``<final>.part``: an append-only download target that hashes what it holds.
-
-    ``open(resume=True)`` continues an existing part (so HTTP ``Range`` can carry on);
-    ``commit()`` fsyncs and renames onto the final name; ``discard()`` deletes the part.
-    """
-
-    def __init__(self, final: Path):
-        self.final = Path(final)
-        self.path = self.final.with_name(self.final.name + ".part")
-        self.size = 0
-        self.expected_size: int | None = None  # the full size, once a store has said it
-        self._md5 = hashlib.md5()
-        self._handle = None
-
-    def open(self, resume: bool = True) -> "PartFile":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._md5, self.size = hashlib.md5(), 0
-        if resume and self.path.exists():
-            self._md5, self.size = md5_digest(self.path), self.path.stat().st_size
-        self._handle = open(self.path, "ab" if resume else "wb", buffering=0)
-        return self
-
-    def write(self, data: bytes) -> int:
-        try:
-            _write_chunk(self._handle, data)
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _disk_full(self.path.parent) from err
-            raise
-        self._md5.update(data)
-        self.size += len(data)
-        return len(data)
-
-    def tell(self) -> int:
-        return self.size
-
-    def reset(self) -> None:
-        """Start again from byte 0 (the server ignored ``Range``, or the part was stale)."""
-        self._handle.truncate(0)
-        self._md5, self.size, self.expected_size = hashlib.md5(), 0, None
-
-    @property
-    def md5(self) -> str:
-        return md5_b64(self._md5)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-    def commit(self) -> None:
-        try:
-            os.fsync(self._handle.fileno())
-            self.close()
-            os.replace(self.path, self.final)
-        except OSError as err:
-            if err.errno == errno.ENOSPC:
-                raise _disk_full(self.path.parent) from err
-            raise
-
-    def discard(self) -> None:
-        self.close()
-        self.path.unlink(missing_ok=True)
 
 
 def transfer_name(url: str) -> str:
@@ -323,7 +211,7 @@ class FolderStore(ImageStore):
         except OSError as err:
             Path(tmp).unlink(missing_ok=True)
             if err.errno == errno.ENOSPC:
-                raise _disk_full(target.parent) from err
+                raise disk_full_error(target.parent) from err
             raise
         return ObjectInfo(target.stat().st_size, file_md5(target))
 
@@ -382,63 +270,11 @@ class UrlStore(ImageStore):
         return session
 
     def download(self, located: Located, part: PartFile, timeout: float = 30.0) -> None:
-        # identity: byte ranges of the file itself, not of a compressed stream
-        headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={part.size}-"} if part.size else {})}
-        try:
-            with self._session().get(located.key, headers=headers, stream=True, timeout=timeout) as answer:
-                _check_status(answer, part, located.key)
-                _read_body(answer.raw, part, located.key, timeout)
-        except requests.Timeout as err:
-            raise TransientError("timeout", f"{located.key} timed out after {timeout:g} s") from err
-        except requests.RequestException as err:
-            raise TransientError("network", f"{located.key}: {type(err).__name__}: {err}") from err
-        if part.expected_size is not None and part.size < part.expected_size:
-            raise TransientError("network", f"{located.key}: connection dropped at byte {part.size}")
+        def refuse_placeholder(answer: requests.Response) -> None:
+            if answer.history and any(marker in answer.url for marker in PLACEHOLDER_URL_MARKERS):
+                raise FetchFailed("not found", f"{located.key} redirects to a 'photo unavailable' placeholder")
 
-
-def _read_body(raw, part: PartFile, url: str, timeout: float) -> None:
-    """Copy the body into ``part`` as it arrives: ``read1`` hands over what came before a drop.
-
-    (``iter_content`` buffers up to a chunk and loses it when the connection breaks, so the
-    ``Range`` resume would restart from the last full chunk instead of the last byte.)
-    """
-    while True:
-        try:
-            chunk = raw.read1(CHUNK)
-        except (urllib3.exceptions.ReadTimeoutError, socket.timeout) as err:
-            raise TransientError("timeout", f"{url} timed out after {timeout:g} s") from err
-        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as err:
-            raise TransientError("network", f"{url}: connection dropped at byte {part.size} ({err})") from err
-        if not chunk:
-            return
-        part.write(chunk)
-
-
-def _check_status(answer: requests.Response, part: PartFile, url: str) -> None:
-    """Turn an HTTP status into what happens next; prepares ``part`` for the body."""
-    code = answer.status_code
-    if code in (404, 410):
-        raise FetchFailed("not found", f"HTTP {code} for {url}")
-    if answer.history and any(marker in answer.url for marker in PLACEHOLDER_URL_MARKERS):
-        raise FetchFailed("not found", f"{url} redirects to a 'photo unavailable' placeholder")
-    if code == 416:  # our part is longer than the object: start over
-        part.reset()
-        raise TransientError("range", f"HTTP 416 for {url}: starting again from byte 0")
-    if code >= 500 or code == 429:
-        raise TransientError("server error", f"HTTP {code} for {url}")
-    if code >= 400 or code not in (200, 206):
-        raise FetchFailed("http error", f"HTTP {code} for {url}")
-    length = answer.headers.get("Content-Length")
-    if code == 200:
-        if part.size:  # the server ignored Range
-            part.reset()
-        part.expected_size = int(length) if length else None
-        return
-    first, total = parse_content_range(answer.headers.get("Content-Range", "")) or (None, None)
-    if first != part.size:
-        part.reset()
-        raise TransientError("range", f"{url} answered a Range request with the wrong bytes")
-    part.expected_size = total
+        http_resume(self._session(), located.key, part, timeout=timeout, screen=refuse_placeholder)
 
 
 # --------------------------------------------------------------------------- Google Cloud Storage

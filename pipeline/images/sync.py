@@ -16,14 +16,14 @@ from pathlib import Path, PurePosixPath
 
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.images.stores import (TEMP_SUFFIXES, FetchFailed, ImageStore, ObjectInfo, PartFile, TransientError,
-                             file_md5, open_store)
-from pipeline.workspace import Workspace, read_json, slugify, write_json
+from pipeline.images.stores import TEMP_SUFFIXES, ImageStore, ObjectInfo, open_store
+from pipeline.transfer import FetchFailed, PartFile, TransientError, file_md5, receive, retry
+from pipeline.dataset import MANIFEST, ORIGINALS_DIR, DatasetDir
+from pipeline.workspace import Workspace, slugify
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "dataset.json"
-LOCAL_ONLY = ("originals",)  # source pixels: big and not needed to train (unless asked for)
+LOCAL_ONLY = (ORIGINALS_DIR,)  # source pixels: big and not needed to train (unless asked for)
 ATTEMPTS = 3
 
 
@@ -40,12 +40,12 @@ def push(ws: Workspace, slug: str, dest: str, progress: ProgressFn = None, *,
     Returns:
         ``{"dest", "files", "uploaded", "skipped", "bytes"}`` (bytes uploaded).
     """
-    folder = ws.dataset_dir(slug)
-    if not (folder / MANIFEST).is_file():
+    dataset = ws.dataset(slug)
+    if not dataset.exists():
         raise UserError(f"there is no dataset {slug!r} in {ws.datasets_dir}")
     store = open_store(dest, must_exist=False)
     store.check()  # fails fast (one sentence) where listing would retry for minutes
-    files = _local_files(folder, include_originals)
+    files = _local_files(dataset, include_originals)
     remote = store.list_objects()
     data_names = [name for name in files if name != MANIFEST]
     stats = {"dest": store.spec, "files": len(files), "uploaded": 0, "skipped": 0, "bytes": 0}
@@ -80,13 +80,13 @@ def pull(ws: Workspace, slug_or_none: str | None, src: str, progress: ProgressFn
     slug = slug_or_none or str(manifest.get("slug") or "")
     if not slug or slugify(slug) != slug:
         raise UserError(f"{slug!r} cannot name a dataset folder: pass --dataset with letters, digits and dashes")
-    folder = ws.dataset_dir(slug)
-    _refuse_other_dataset(folder, manifest, slug)
+    dataset = ws.dataset(slug)
+    _refuse_other_dataset(dataset, manifest)
     names = [name for name in remote if name != MANIFEST and _safe_name(name)]
     stats = {"slug": slug, "src": store.spec, "files": len(names) + 1, "downloaded": 0, "skipped": 0, "bytes": 0}
-    _parallel(names, lambda name: _pull_one(store, name, remote[name], folder), stats, stats["files"],
+    _parallel(names, lambda name: _pull_one(store, name, remote[name], dataset.path), stats, stats["files"],
               progress, workers)
-    write_json(folder / MANIFEST, {**manifest, "slug": slug})
+    dataset.save({**manifest, "slug": slug})
     stats["downloaded"] += 1
     if progress:
         progress(stats["files"], stats["files"], f"{stats['downloaded']} downloaded, {stats['skipped']} skipped")
@@ -94,8 +94,9 @@ def pull(ws: Workspace, slug_or_none: str | None, src: str, progress: ProgressFn
     return stats
 
 
-def _local_files(folder: Path, include_originals: bool) -> dict[str, Path]:
+def _local_files(dataset: DatasetDir, include_originals: bool) -> dict[str, Path]:
     """Files to push, by posix path relative to the dataset folder (temp files left out)."""
+    folder = dataset.path
     files = {}
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
@@ -129,37 +130,30 @@ def _tally(stats: dict, outcome: tuple[str, int]) -> None:
 def _push_one(store: ImageStore, path: Path, name: str, remote: ObjectInfo | None) -> tuple[str, int]:
     if remote is not None and remote.size == path.stat().st_size and remote.md5 == file_md5(path):
         return "skipped", 0
-    for attempt in range(ATTEMPTS):
-        try:
-            info = store.upload(path, name)
-            return "uploaded", info.size
-        except TransientError as err:
-            if attempt == ATTEMPTS - 1:
-                raise UserError(f"uploading {name} to {store.spec} failed {ATTEMPTS} times: {err}") from err
-    raise AssertionError("unreachable")
+    try:
+        info = retry(lambda: store.upload(path, name), retries=ATTEMPTS - 1)
+    except TransientError as err:
+        raise UserError(f"uploading {name} to {store.spec} failed {err.attempts} times: {err}") from err
+    return "uploaded", info.size
 
 
 def _pull_one(store: ImageStore, name: str, info: ObjectInfo, folder: Path) -> tuple[str, int]:
     target = folder / name
     if target.is_file() and target.stat().st_size == info.size and (info.md5 is None or file_md5(target) == info.md5):
         return "skipped", 0
-    part = PartFile(target).open(resume=False)
-    try:
-        for attempt in range(ATTEMPTS):
-            try:
-                store.download(store.object_location(name, info), part)
-                break
-            except TransientError as err:
-                if attempt == ATTEMPTS - 1:
-                    raise UserError(f"downloading {name} from {store.spec} failed {ATTEMPTS} times: {err}") from err
+
+    def check(part: PartFile) -> None:
         if info.md5 and part.md5 != info.md5:
-            raise UserError(f"{name} from {store.spec} does not match its MD5: pull again")
-        part.commit()
-        return "downloaded", info.size
+            raise FetchFailed("md5 mismatch", "the bytes do not match the object's MD5 (pull again)")
+
+    try:
+        receive(target, lambda part: store.download(store.object_location(name, info), part), check,
+                retries=ATTEMPTS - 1)
+    except TransientError as err:
+        raise UserError(f"downloading {name} from {store.spec} failed {err.attempts} times: {err}") from err
     except FetchFailed as err:
         raise UserError(f"cannot pull {name} from {store.spec}: {err.detail}") from err
-    finally:
-        part.close()
+    return "downloaded", info.size
 
 
 def _read_remote_manifest(store: ImageStore, info: ObjectInfo) -> dict:
@@ -176,11 +170,11 @@ def _read_remote_manifest(store: ImageStore, info: ObjectInfo) -> dict:
             raise UserError(f"the {MANIFEST} in {store.spec} is not valid JSON") from err
 
 
-def _refuse_other_dataset(folder: Path, manifest: dict, slug: str) -> None:
+def _refuse_other_dataset(dataset: DatasetDir, manifest: dict) -> None:
     """Pulling over a different dataset of the same name would mix two datasets: refuse."""
-    local = read_json(folder / MANIFEST)
+    local = dataset.load()
     if local is not None and local.get("created") != manifest.get("created"):
-        raise UserError(f"a different dataset named {slug!r} already exists in this workspace: "
+        raise UserError(f"a different dataset named {dataset.slug!r} already exists in this workspace: "
                         "pull it under another name with --dataset")
 
 

@@ -25,7 +25,9 @@ from pipeline.openimages import classes as oiclasses
 from pipeline.openimages import metadata, oicsv
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.workspace import Workspace, atomic_write_text, slugify, write_json
+from pipeline.atomic import atomic_write_text
+from pipeline.dataset import DatasetDir
+from pipeline.workspace import Workspace, slugify
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +218,11 @@ def transfer_tsv(images: pd.DataFrame) -> str:
     return "\n".join([TRANSFER_HEADER] + [f"{u}\t{s}\t{m}" for u, s, m in rows]) + "\n"
 
 
-def _write_outputs(folder: Path, manifest: dict, boxes: pd.DataFrame, images: pd.DataFrame) -> None:
-    boxes.to_parquet(folder / "boxes.parquet", index=False)
-    images.to_parquet(folder / "images.parquet", index=False)
-    atomic_write_text(folder / "transfer.tsv", transfer_tsv(images))
-    write_json(folder / "dataset.json", manifest)
+def _write_outputs(dataset: DatasetDir, manifest: dict, boxes: pd.DataFrame, images: pd.DataFrame) -> None:
+    boxes.to_parquet(dataset.boxes_path, index=False)
+    images.to_parquet(dataset.images_path, index=False)
+    atomic_write_text(dataset.transfer_tsv, transfer_tsv(images))
+    dataset.save(manifest)
 
 
 def _install(tmp: Path, dest: Path) -> None:
@@ -228,8 +230,9 @@ def _install(tmp: Path, dest: Path) -> None:
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
-        if (old / "originals").is_dir():
-            os.replace(old / "originals", tmp / "originals")
+        kept = DatasetDir(old).originals
+        if kept.is_dir():
+            os.replace(kept, DatasetDir(tmp).originals)
         os.replace(tmp, dest)
         shutil.rmtree(old, ignore_errors=True)
     else:
@@ -259,8 +262,11 @@ def build_dataset(ws: Workspace, classes: list[str], *, children: str = "merge",
         entry["picked"] = entry["mid"] in picked
     opts["negatives_for"] = negative_mids([c["mid"] for c in class_list if c["picked"]], hierarchy)
     name = name or " ".join(c["name"] for c in class_list if c["picked"])
-    slug = slugify(name)
-    dest = ws.dataset_dir(slug)
+    try:
+        slug = slugify(name)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+    dest = ws.dataset(slug).path
     if dest.exists() and any(dest.iterdir()) and not overwrite:
         raise UserError(f"dataset {slug!r} already exists at {dest}: pick another --name or use --overwrite")
     splits = [s for s in metadata.SPLITS if (ws.metadata_dir / metadata.BOX_FILES[s]).exists()]
@@ -274,7 +280,7 @@ def build_dataset(ws: Workspace, classes: list[str], *, children: str = "merge",
     tmp = Path(tempfile.mkdtemp(prefix=f".{slug}.building-", dir=ws.datasets_dir))
     tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is an ordinary folder
     try:
-        _write_outputs(tmp, manifest, pd.concat([r["boxes"] for r in results.values()], ignore_index=True),
+        _write_outputs(DatasetDir(tmp), manifest, pd.concat([r["boxes"] for r in results.values()], ignore_index=True),
                        pd.concat([r["images"] for r in results.values()], ignore_index=True))
         _install(tmp, dest)
     finally:
@@ -349,7 +355,7 @@ def _run(args: argparse.Namespace) -> int:
                              progress=tqdm_progress("build"))
     print(", ".join(f"{c['index']}: {c['name']} ({' '.join(c['members'])})" for c in manifest["classes"]))
     print(format_counts(manifest["counts"]))
-    print(f"dataset: {ws.dataset_dir(manifest['slug'])}")
+    print(f"dataset: {ws.dataset(manifest['slug']).path}")
     return 0
 
 

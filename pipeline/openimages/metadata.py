@@ -11,16 +11,17 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.cli import UserError
-from pipeline.transfer import BACKOFF_S, PART_SUFFIX, RETRIES, download_file, md5_digest
+from pipeline.transfer import (BACKOFF_S, PART_SUFFIX, RETRIES, FetchFailed, TransientError, download_file,
+                               md5_digest, receive)
 from pipeline.progress import ProgressFn, tqdm_progress
-from pipeline.images.stores import FetchFailed, GcsStore, ObjectInfo, PartFile, TransientError
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.images.stores import GcsStore, ObjectInfo
+from pipeline.atomic import read_json, write_json
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -251,23 +252,15 @@ def _link_gcs(ws: Workspace, source: str, wanted: list[str], progress: ProgressF
 
 
 def _copy_object(store: GcsStore, rel: str, info: ObjectInfo, dest: Path) -> None:
-    """Copy one object through ``<dest>.part`` (size and the bucket's MD5 checked), resuming on errors."""
-    part = PartFile(dest).open(resume=False)
+    """Copy one object through ``<dest>.part`` (the store checks size and the bucket's MD5)."""
     try:
-        for attempt in range(RETRIES + 1):
-            try:
-                store.download(store.object_location(rel, info), part)
-                break
-            except TransientError as err:
-                if attempt == RETRIES:
-                    raise UserError(f"copying {store.spec}/{rel} failed after {RETRIES + 1} attempts ({err}); "
-                                    "run the link again") from None
-                time.sleep(BACKOFF_S * 2 ** attempt)
-        part.commit()
+        receive(dest, lambda part: store.download(store.object_location(rel, info), part),
+                retries=RETRIES, backoff=BACKOFF_S)
+    except TransientError as err:
+        raise UserError(f"copying {store.spec}/{rel} failed after {err.attempts} attempts ({err}); "
+                        "run the link again to resume") from None
     except FetchFailed as err:
         raise UserError(f"cannot copy {store.spec}/{rel} ({err.detail}); check the bucket") from None
-    finally:
-        part.discard()
 
 
 # --------------------------------------------------------------------------- CLI

@@ -12,22 +12,23 @@ import pandas as pd
 from pipeline.yolo.anchors import cfg_anchors, kmeans_anchors
 from pipeline.boxes import clip_xyxy_rel
 from pipeline.cli import UserError
+from pipeline.dataset import SPLITS
 from pipeline.yolo.split import read_split
-from pipeline.workspace import Workspace, read_json
+from pipeline.yolo.labels import read_labels
+from pipeline.workspace import Workspace
 
 TINY_PX = 8          # under this (width or height) at network size: below YOLOv3's finest stride
 FLAGS = ("IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")
 FLAG_VALUES = {1: "yes", 0: "no", -1: "unknown"}
 DEFAULT_SIZE = 416
-SPLITS = ("train", "valid", "test")
 
 
 def load_tables(ws: Workspace, slug: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(images, boxes) of a dataset, as stored in its parquet files."""
-    folder = ws.dataset_dir(slug)
-    if not (folder / "images.parquet").is_file() or not (folder / "boxes.parquet").is_file():
+    dataset = ws.dataset(slug)
+    if not dataset.images_path.is_file() or not dataset.boxes_path.is_file():
         raise UserError(f"there is no built dataset {slug!r} in this workspace: build it first")
-    return pd.read_parquet(folder / "images.parquet"), pd.read_parquet(folder / "boxes.parquet")
+    return pd.read_parquet(dataset.images_path), pd.read_parquet(dataset.boxes_path)
 
 
 def box_table(boxes: pd.DataFrame, size: int = DEFAULT_SIZE) -> pd.DataFrame:
@@ -39,17 +40,15 @@ def box_table(boxes: pd.DataFrame, size: int = DEFAULT_SIZE) -> pd.DataFrame:
 
 def written_labels(ws: Workspace, slug: str, size: int = DEFAULT_SIZE) -> pd.DataFrame:
     """The boxes of the written ``yolo/*.txt`` files as a :func:`box_table` (empty before prepare)."""
-    yolo = ws.dataset_dir(slug) / "yolo"
-    ids, classes, widths, heights = [], [], [], []
+    yolo = ws.dataset(slug).yolo
+    ids, classes, boxes = [], [np.zeros(0, np.int64)], [np.zeros((0, 4))]
     for path in sorted(yolo.glob("*.txt")) if yolo.is_dir() else []:
-        for line in path.read_text(encoding="ascii").splitlines():
-            cls, _, _, w, h = line.split()
-            ids.append(path.stem)
-            classes.append(int(cls))
-            widths.append(float(w) * size)
-            heights.append(float(h) * size)
-    return _sizes(np.array(ids, dtype=object), np.array(classes, dtype=np.int64),
-                  np.array(widths, dtype=np.float64), np.array(heights, dtype=np.float64))
+        labels = read_labels(path)
+        ids += [path.stem] * len(labels)
+        classes.append(labels.classes)
+        boxes.append(labels.cxcywh)
+    wh = np.concatenate(boxes)[:, 2:] * size
+    return _sizes(np.array(ids, dtype=object), np.concatenate(classes), wh[:, 0], wh[:, 1])
 
 
 def _sizes(ids, classes, widths: np.ndarray, heights: np.ndarray) -> pd.DataFrame:
@@ -132,8 +131,9 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     ws = Workspace.open(getattr(args, "workspace", None))
-    manifest = read_json(ws.dataset_dir(args.dataset) / "dataset.json", {})
-    size = args.size or (manifest.get("prepare") or {}).get("settings", {}).get("size", DEFAULT_SIZE)
+    dataset = ws.dataset(args.dataset)
+    manifest = dataset.load({}) or {}
+    size = args.size or dataset.prepared_size() or DEFAULT_SIZE
     images, boxes = load_tables(ws, args.dataset)
     labels = written_labels(ws, args.dataset, size)
     table = labels if len(labels) else box_table(boxes, size)

@@ -45,7 +45,10 @@ from pipeline.boxes import clip_xyxy_rel, xyxy_rel_to_cxcywh_rel, xyxy_rel_to_le
 from pipeline.cli import UserError
 from pipeline.images.imageio import ImageDecodeError, decode_bgr, image_size
 from pipeline.progress import ProgressFn
-from pipeline.workspace import Workspace, read_json, write_json
+from pipeline.atomic import read_json, write_json
+from pipeline.dataset import DatasetDir
+from pipeline.yolo.labels import format_labels
+from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -130,28 +133,26 @@ def prepare_dataset(
     settings = _check_settings(size, letterbox, quality)
     if workers is not None and int(workers) < 1:
         raise UserError(f"--workers {workers} must be at least 1 (leave it out to use every core)")
-    folder = ws.dataset_dir(slug)
-    manifest = _read_manifest(folder, slug)
-    tasks = _tasks(folder)
-    _remove_orphaned_temp_files(folder / "yolo")
+    dataset = ws.dataset(slug)
+    _check_built(dataset)
+    tasks = _tasks(dataset)
+    _remove_orphaned_temp_files(dataset.yolo)
     started = time.time()
-    results = _run(tasks, settings, folder, workers, executor, progress)
+    results = _run(tasks, settings, dataset.path, workers, executor, progress)
     summary = _summary(results, settings, time.time() - started)
-    write_json(folder / "prepare.json", summary)
-    manifest = read_json(folder / "dataset.json", manifest)  # re-read: keep others' keys fresh
-    manifest["prepare"] = summary
-    write_json(folder / "dataset.json", manifest)
+    write_json(dataset.prepare_json, summary)
+    dataset.update(prepare=summary)  # re-reads: keeps others' keys fresh
     return summary
 
 
 def prepared_ids(ws: Workspace, slug: str) -> list[str]:
     """ImageIDs ready for darknet, sorted: ``yolo/<id>.jpg`` and ``.txt`` exist, and the last
     prepare did not fail on the image (a failed image keeps an older output, unlisted)."""
-    folder = ws.dataset_dir(slug)
-    yolo = folder / "yolo"
+    dataset = ws.dataset(slug)
+    yolo = dataset.yolo
     if not yolo.is_dir():
         return []
-    summary = read_json(folder / "prepare.json", {}) or {}
+    summary = read_json(dataset.prepare_json, {}) or {}
     failed = {f["ImageID"] for f in summary.get("failed", [])}
     labels = {p.stem for p in yolo.glob("*.txt")}
     return sorted(p.stem for p in yolo.glob("*.jpg") if p.stem in labels and p.stem not in failed)
@@ -165,20 +166,17 @@ def _check_settings(size: int, letterbox: bool, quality: int) -> Settings:
     return Settings(size=int(size), letterbox=bool(letterbox), quality=int(quality))
 
 
-def _read_manifest(folder: Path, slug: str) -> dict:
-    manifest = read_json(folder / "dataset.json")
-    if manifest is None:
-        raise UserError(f"there is no dataset {slug!r} in this workspace: build it first")
-    for name in ("images.parquet", "boxes.parquet"):
-        if not (folder / name).is_file():
-            raise UserError(f"dataset {slug!r} has no {name}: build it again")
-    return manifest
+def _check_built(dataset: DatasetDir) -> None:
+    dataset.require()
+    for path in (dataset.images_path, dataset.boxes_path):
+        if not path.is_file():
+            raise UserError(f"dataset {dataset.slug!r} has no {path.name}: build it again")
 
 
-def _tasks(folder: Path) -> list[tuple[str, np.ndarray]]:
+def _tasks(dataset: DatasetDir) -> list[tuple[str, np.ndarray]]:
     """One ``(ImageID, boxes)`` per image, sorted by ImageID; boxes are rows (class, xyxy_rel)."""
-    images = pd.read_parquet(folder / "images.parquet", columns=["ImageID"])
-    boxes = pd.read_parquet(folder / "boxes.parquet", columns=["ImageID", *BOX_COLUMNS])
+    images = pd.read_parquet(dataset.images_path, columns=["ImageID"])
+    boxes = pd.read_parquet(dataset.boxes_path, columns=["ImageID", *BOX_COLUMNS])
     # One vectorised pass (a pandas groupby costs ~0.5 ms per image); a stable sort keeps each
     # image's boxes in file order, so label lines come out in a fixed order.
     box_ids = boxes["ImageID"].astype(str).to_numpy()
@@ -244,14 +242,14 @@ def prepare_chunk(chunk: list[tuple[str, np.ndarray]], settings: Settings, folde
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one image per core: OpenCV's own threads would only contend
     try:
-        return [_prepare_one(image_id, boxes, settings, Path(folder)) for image_id, boxes in chunk]
+        return [_prepare_one(image_id, boxes, settings, DatasetDir(Path(folder))) for image_id, boxes in chunk]
     finally:
         cv2.setNumThreads(threads)  # the caller's process (in-process runs) gets its setting back
 
 
-def _prepare_one(image_id: str, boxes: np.ndarray, settings: Settings, folder: Path) -> ImageResult:
-    source = folder / "originals" / f"{image_id}.jpg"
-    out_jpg, out_txt = folder / "yolo" / f"{image_id}.jpg", folder / "yolo" / f"{image_id}.txt"
+def _prepare_one(image_id: str, boxes: np.ndarray, settings: Settings, dataset: DatasetDir) -> ImageResult:
+    source = dataset.original(image_id)
+    out_jpg, out_txt = dataset.image(image_id), dataset.label(image_id)
     status, geometry = "kept", _kept_geometry(out_jpg, source, settings)
     if geometry is None:
         if not source.is_file():
@@ -315,13 +313,13 @@ def label_text(boxes: np.ndarray, geometry: Geometry, size: int) -> tuple[str, d
         clipped, (geometry.width, geometry.height), (geometry.left, geometry.top), (size, size))
     cxcywh = xyxy_rel_to_cxcywh_rel(canvas)
     keep = (cxcywh[:, 2] * size >= MIN_BOX_PX) & (cxcywh[:, 3] * size >= MIN_BOX_PX)
-    lines = [f"{c} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}\n" for c, (cx, cy, w, h) in zip(classes[keep], cxcywh[keep])]
+    text = format_labels(classes[keep], cxcywh[keep])
     stats = {
         "boxes": int(keep.sum()),
         "dropped": int((~keep).sum()),
         "clipped": int(np.any(clipped != raw, axis=1).sum()),
     }
-    return "".join(lines), stats
+    return text, stats
 
 
 class Marker(NamedTuple):

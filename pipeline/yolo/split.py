@@ -22,9 +22,10 @@ import pandas as pd
 
 from pipeline.cli import UserError
 from pipeline.yolo.prepare import prepared_ids
-from pipeline.workspace import Workspace, atomic_write_text, read_json, write_json
+from pipeline.atomic import atomic_write_text, write_json
+from pipeline.dataset import LIST_PREFIX, SPLITS
+from pipeline.workspace import Workspace
 
-SPLITS = ("train", "valid", "test")
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 RATIO_TOLERANCE = 1e-6
 OFFICIAL_NAMES = {"train": "train", "validation": "valid", "test": "test"}  # Open Images Subset → split
@@ -86,7 +87,7 @@ def split_dataset(ws: Workspace, slug: str, ratios=DEFAULT_RATIOS, seed: int = 0
             or a split that would be empty.
     """
     ratios = _check_ratios(ratios)
-    folder = ws.dataset_dir(slug)
+    dataset = ws.dataset(slug)
     images = _prepared_images(ws, slug)
     if official:
         parts = assign_official_splits(images)
@@ -99,7 +100,7 @@ def split_dataset(ws: Workspace, slug: str, ratios=DEFAULT_RATIOS, seed: int = 0
             raise UserError(f"{how} no {name} images among the {len(images)} prepared ones: "
                             "prepare more images or change the split")
     for name in SPLITS:
-        atomic_write_text(folder / "splits" / f"{name}.txt", "".join(f"yolo/{i}.jpg\n" for i in parts[name]))
+        atomic_write_text(dataset.split_list(name), "".join(f"{LIST_PREFIX}{i}.jpg\n" for i in parts[name]))
     summary = {
         "mode": "official" if official else "threshold" if stable else "hash",
         "ratios": None if official else list(ratios),
@@ -108,23 +109,14 @@ def split_dataset(ws: Workspace, slug: str, ratios=DEFAULT_RATIOS, seed: int = 0
         "images": len(images),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    write_json(folder / "splits" / "split.json", summary)
-    manifest = read_json(folder / "dataset.json", {})
-    manifest["split"] = summary
-    write_json(folder / "dataset.json", manifest)
+    write_json(dataset.split_json, summary)
+    dataset.update(split=summary)
     return summary
 
 
 def read_split(ws: Workspace, slug: str) -> dict[str, list[str]] | None:
     """The ImageIDs of each split, or None when the dataset has not been split yet."""
-    folder = ws.dataset_dir(slug) / "splits"
-    if not (folder / "split.json").is_file():
-        return None
-    parts = {}
-    for name in SPLITS:
-        lines = (folder / f"{name}.txt").read_text(encoding="utf-8").split()
-        parts[name] = [line.removeprefix("yolo/").removesuffix(".jpg") for line in lines]
-    return parts
+    return ws.dataset(slug).read_splits()
 
 
 def _check_ratios(ratios) -> tuple[float, float, float]:
@@ -139,10 +131,10 @@ def _check_ratios(ratios) -> tuple[float, float, float]:
 
 
 def _prepared_images(ws: Workspace, slug: str) -> pd.DataFrame:
-    folder = ws.dataset_dir(slug)
-    if not (folder / "images.parquet").is_file():
+    dataset = ws.dataset(slug)
+    if not dataset.images_path.is_file():
         raise UserError(f"there is no dataset {slug!r} in this workspace: build it first")
-    images = pd.read_parquet(folder / "images.parquet", columns=["ImageID", "Subset"])
+    images = pd.read_parquet(dataset.images_path, columns=["ImageID", "Subset"])
     images["ImageID"] = images["ImageID"].astype(str)
     ready = set(prepared_ids(ws, slug))
     prepared = images[images["ImageID"].isin(ready)].drop_duplicates("ImageID").reset_index(drop=True)
@@ -170,5 +162,5 @@ def _cli(args) -> int:
                             official=args.official_split, stable=args.stable)
     counts = summary["counts"]
     print(f"{summary['images']} images: {counts['train']} train, {counts['valid']} valid, {counts['test']} test "
-          f"({summary['mode']} split) → {ws.dataset_dir(args.dataset) / 'splits'}")
+          f"({summary['mode']} split) → {ws.dataset(args.dataset).splits}")
     return 0

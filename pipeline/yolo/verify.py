@@ -9,24 +9,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pipeline.boxes import cxcywh_rel_to_xyxy_rel
 from pipeline.cli import UserError
 from pipeline.images.draw import class_color, draw_boxes, thumbnail
 from pipeline.yolo.health import TINY_PX
 from pipeline.images.imageio import ImageDecodeError, decode_rgb, exif_orientation
 from pipeline.yolo.prepare import prepared_ids
 from pipeline.yolo.split import split_key
-from pipeline.workspace import Workspace, read_json
+from pipeline.dataset import DatasetDir
+from pipeline.yolo.labels import read_labels
+from pipeline.workspace import Workspace
 
 DEFAULT_SIZE = 416
 FLAG_MARKS = {"IsGroupOf": "group", "IsDepiction": "depiction", "IsTruncated": "truncated"}
-
-
-def read_label_file(path) -> tuple[np.ndarray, np.ndarray]:
-    """(class indices, boxes in ``xyxy_rel``) of a YOLO label file (``class cx cy w h`` lines)."""
-    text = path.read_text(encoding="ascii")
-    rows = np.array([line.split() for line in text.splitlines() if line.strip()], dtype=np.float64).reshape(-1, 5)
-    return rows[:, 0].astype(np.int64), cxcywh_rel_to_xyxy_rel(rows[:, 1:])
 
 
 def verification_pair(ws: Workspace, slug: str, image_id: str, max_side: int | None = None
@@ -39,22 +33,21 @@ def verification_pair(ws: Workspace, slug: str, image_id: str, max_side: int | N
     Raises:
         UserError: the image is not prepared or its original cannot be read.
     """
-    folder = ws.dataset_dir(slug)
-    names = _class_names(folder)
-    label_path = folder / "yolo" / f"{image_id}.txt"
-    if not label_path.is_file() or not (folder / "yolo" / f"{image_id}.jpg").is_file():
+    dataset = ws.dataset(slug)
+    names = _class_names(dataset)
+    if not dataset.label(image_id).is_file() or not dataset.image(image_id).is_file():
         raise UserError(f"image {image_id} of dataset {slug!r} is not prepared: run prepare first")
     try:
-        prepared = decode_rgb(folder / "yolo" / f"{image_id}.jpg")
-        original = decode_rgb(folder / "originals" / f"{image_id}.jpg", reduce_to=max_side)
+        prepared = decode_rgb(dataset.image(image_id))
+        original = decode_rgb(dataset.original(image_id), reduce_to=max_side)
     except ImageDecodeError as err:
         raise UserError(str(err)) from err
-    classes, label_boxes = read_label_file(label_path)
-    left = draw_boxes(prepared, label_boxes, labels=[names.get(c, str(c)) for c in classes],
-                      colors=[class_color(c) for c in classes])
+    labels = read_labels(dataset.label(image_id))
+    left = draw_boxes(prepared, labels.xyxy, labels=[names.get(int(c), str(c)) for c in labels.classes],
+                      colors=[class_color(int(c)) for c in labels.classes])
     if max_side:
         original = thumbnail(original, max_side)
-    boxes = _image_boxes(folder, image_id)
+    boxes = _image_boxes(dataset, image_id)
     right = draw_boxes(original, boxes[["XMin", "YMin", "XMax", "YMax"]].to_numpy(dtype=np.float64),
                        labels=[_box_label(row, names) for row in boxes.itertuples()],
                        colors=[class_color(c) for c in boxes["ClassIndex"]])
@@ -73,11 +66,10 @@ def suspicious(ws: Workspace, slug: str, size: int | None = None, check_exif: bo
     Returns:
         Columns ``ImageID`` and ``Reasons`` (comma-separated, fixed order), sorted by ImageID.
     """
-    folder = ws.dataset_dir(slug)
-    size = size or (read_json(folder / "dataset.json", {}).get("prepare") or {}).get("settings", {}).get(
-        "size", DEFAULT_SIZE)
-    images = pd.read_parquet(folder / "images.parquet", columns=["ImageID", "Rotation"])
-    boxes = pd.read_parquet(folder / "boxes.parquet", columns=["ImageID", "XMin", "YMin", "XMax", "YMax"])
+    dataset = ws.dataset(slug)
+    size = size or dataset.prepared_size() or DEFAULT_SIZE
+    images = pd.read_parquet(dataset.images_path, columns=["ImageID", "Rotation"])
+    boxes = pd.read_parquet(dataset.boxes_path, columns=["ImageID", "XMin", "YMin", "XMax", "YMax"])
     raw = boxes[["XMin", "YMin", "XMax", "YMax"]].to_numpy(dtype=np.float64)
     clipped_xyxy = np.clip(raw, 0.0, 1.0)
     sides = np.minimum(clipped_xyxy[:, 2] - clipped_xyxy[:, 0], clipped_xyxy[:, 3] - clipped_xyxy[:, 1]) * size
@@ -89,19 +81,19 @@ def suspicious(ws: Workspace, slug: str, size: int | None = None, check_exif: bo
             reasons.setdefault(image_id, []).append(name)
     if check_exif:
         for image_id in sorted(map(str, images["ImageID"])):
-            if exif_orientation(folder / "originals" / f"{image_id}.jpg") not in (None, 1):
+            if exif_orientation(dataset.original(image_id)) not in (None, 1):
                 reasons.setdefault(image_id, []).append("exif")
     rows = [{"ImageID": i, "Reasons": ", ".join(reasons[i])} for i in sorted(reasons)]
     return pd.DataFrame(rows, columns=["ImageID", "Reasons"])
 
 
-def _class_names(folder) -> dict[int, str]:
-    manifest = read_json(folder / "dataset.json", {}) or {}
+def _class_names(dataset: DatasetDir) -> dict[int, str]:
+    manifest = dataset.load({}) or {}
     return {int(c["index"]): str(c["name"]) for c in manifest.get("classes", [])}
 
 
-def _image_boxes(folder, image_id: str) -> pd.DataFrame:
-    boxes = pd.read_parquet(folder / "boxes.parquet", filters=[("ImageID", "==", image_id)])
+def _image_boxes(dataset: DatasetDir, image_id: str) -> pd.DataFrame:
+    boxes = pd.read_parquet(dataset.boxes_path, filters=[("ImageID", "==", image_id)])
     return boxes.reset_index(drop=True)
 
 

@@ -15,7 +15,8 @@ import pandas as pd
 from PIL import Image
 
 from pipeline.demo import generate as demo
-from pipeline.workspace import Workspace, write_json
+from pipeline.atomic import write_json
+from pipeline.workspace import Workspace
 
 FLAGS = ["IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside"]
 

@@ -96,7 +96,7 @@ class FileServer:
                     return self._simple(404, b"not found\n", head)
                 start, status = self._range_start(len(data))
                 if start is None:
-                    return self._simple(416, b"bad range\n", head)
+                    return self._simple(416, b"bad range\n", head, extra={"Content-Range": f"bytes */{len(data)}"})
                 body = data[start:]
                 self.send_response(status)
                 self.send_header("Content-Type", "application/octet-stream")
@@ -123,9 +123,12 @@ class FileServer:
                 start = int(first or 0)
                 return (start, 206) if start < size else (None, 416)
 
-            def _simple(self, status: int, body: bytes, head: bool, ctype: str = "text/plain") -> None:
+            def _simple(self, status: int, body: bytes, head: bool, ctype: str = "text/plain",
+                        extra: dict[str, str] | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
+                for name, value in (extra or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if not head:

@@ -9,7 +9,8 @@ import numpy as np
 
 from darknet_runner import rundir
 from darknet_runner.binary import PJREDDIE, DarknetInfo
-from pipeline.workspace import Workspace, write_json
+from pipeline.atomic import write_json
+from pipeline.workspace import Workspace
 
 PJ_INFO = DarknetInfo("/usr/bin/darknet", PJREDDIE, "", False, False, False, False)
 
