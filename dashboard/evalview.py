@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from darknet_runner.rundir import RunDir
 from pipeline.images.draw import COLORS
 
 FILTERS = {"all": "all images, worst first", "fp": "images with false positives",
@@ -18,7 +19,7 @@ FILTERS = {"all": "all images, worst first", "fp": "images with false positives"
 
 def list_weights(run_dir: Path) -> list[Path]:
     """The run's saved weights, newest first (``backup/*.weights``)."""
-    found = list((Path(run_dir) / "backup").glob("*.weights"))
+    found = list(RunDir(run_dir).backup.glob("*.weights"))
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
 
 

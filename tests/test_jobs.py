@@ -143,12 +143,12 @@ def test_stop_of_a_run_that_is_not_running_changes_nothing(tmp_path, dataset):
 
 def test_latest_weights_picks_the_most_trained_file(tmp_path, dataset):
     run_dir = _run(tmp_path, _standin(tmp_path, 1))
-    assert jobs.latest_weights(run_dir) is None
+    assert rundir.RunDir(run_dir).latest_weights() is None
     _weights(run_dir / "backup" / "model.backup", 400)
     _weights(run_dir / "backup" / "model_100.weights", 400)
     _weights(run_dir / "backup" / "model_last.weights", 96)
     (run_dir / "backup" / "model_broken.weights").write_bytes(b"oops")
-    path, iteration = jobs.latest_weights(run_dir)
+    path, iteration = rundir.RunDir(run_dir).latest_weights()
     assert path.name in ("model.backup", "model_100.weights") and iteration == 100
 
 
@@ -164,7 +164,7 @@ def test_resume_with_a_new_target_starts_from_the_weights(tmp_path, dataset):
     _weights(run_dir / "backup" / "model_final.weights", 160)
     jobs.resume(run_dir, max_batches=50)
     wait_state(run_dir, "finished", "failed")
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     assert run["max_batches"] == 50
     assert run["segments"][-1]["weights"] == "backup/model_final.weights"
     assert run["command"][-1] == "backup/model_final.weights"
@@ -179,7 +179,7 @@ def test_resume_without_weights_restarts_and_appends_the_log(tmp_path, dataset):
     size = (run_dir / "train_log.txt").stat().st_size
     jobs.resume(run_dir)
     final = wait_state(run_dir, "finished", "failed")
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     assert [s["log_offset"] for s in run["segments"]] == [0, size]
     assert final.state == "finished" and final.iteration == 40
 
@@ -203,7 +203,7 @@ def test_hank_prompt_is_answered_on_stdin(tmp_path, dataset):
     jobs.start(run_dir)
     final = wait_state(run_dir, "finished", "failed")
     assert (final.state, final.exit_code, final.iteration) == ("finished", 0, 1)
-    assert rundir.load_run(run_dir)["command"][-2:] == ["-dont_show", "-nocolour"]
+    assert rundir.RunDir(run_dir).load()["command"][-2:] == ["-dont_show", "-nocolour"]
 
 
 def _cli(capsys, *argv):
@@ -294,7 +294,7 @@ def test_darknet_outliving_its_runner_is_still_running_then_failed(tmp_path, dat
     assert (run_dir / "run.json").read_bytes() == before  # status() only reads; nobody recorded the end
     assert json.loads(before)["status"] == "running"
     recorded = runstate.finalize(run_dir)
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     assert (run["status"], run["reason"], run["exit_code"]) == ("failed", final.reason, None)
     assert recorded.ended == run["ended"] and jobs.status(run_dir) == recorded
     written = (run_dir / "run.json").stat()

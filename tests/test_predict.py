@@ -78,7 +78,7 @@ def trained_run(tmp_path_factory, darknet_bin) -> Path:
                                 max_batches=ITERATIONS, pretrained=None, darknet=darknet_bin, random=0,
                                 learning_rate=0.0001, run_id="tiny")  # 0.001 without BN goes to NaN
     without_batch_norm(run_dir)
-    command = rundir.load_run(run_dir)["command"]
+    command = rundir.RunDir(run_dir).load()["command"]
     done = subprocess.run(command, cwd=run_dir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=600)
     (run_dir / "train_log.txt").write_text(done.stdout)

@@ -93,7 +93,7 @@ def test_pretrained_name_links_the_workspace_weights(tmp_path):
     run_dir = make_run(tmp_path, pretrained="yolov3-tiny.conv.11")
     link = run_dir / "pretrained" / "yolov3-tiny.conv.11"
     assert os.readlink(link) == "../../../weights/yolov3-tiny.conv.11"
-    run = rundir.load_run(run_dir)
+    run = rundir.RunDir(run_dir).load()
     assert run["weights_arg"] == "pretrained/yolov3-tiny.conv.11"
     assert run["command"][-1] == "pretrained/yolov3-tiny.conv.11"
 
@@ -101,7 +101,7 @@ def test_pretrained_name_links_the_workspace_weights(tmp_path):
 def test_default_max_batches_follows_the_rule(tmp_path):
     make_split_dataset(tmp_path, classes=("Boat", "Canoe", "Barge", "Gondola"))
     run_dir = make_run(tmp_path, max_batches=None)
-    assert rundir.load_run(run_dir)["max_batches"] == 8000
+    assert rundir.RunDir(run_dir).load()["max_batches"] == 8000
     assert (run_dir / "obj.names").read_text() == "Boat\nCanoe\nBarge\nGondola\n"
 
 
@@ -120,8 +120,8 @@ def test_train_command_adapts_to_the_fork():
 def test_update_run_is_read_modify_write(tmp_path):
     make_split_dataset(tmp_path)
     run_dir = make_run(tmp_path)
-    rundir.update_run(run_dir, status="running", started="t0")
-    run = rundir.load_run(run_dir)
+    rundir.RunDir(run_dir).update(status="running", started="t0")
+    run = rundir.RunDir(run_dir).load()
     assert (run["status"], run["started"], run["model"]) == ("running", "t0", "yolov3-tiny")
 
 
@@ -129,10 +129,10 @@ def test_resolve_run_by_id_or_folder(tmp_path):
     make_split_dataset(tmp_path)
     run_dir = make_run(tmp_path)
     ws = Workspace(tmp_path)
-    assert rundir.resolve_run(ws, "r1") == run_dir
-    assert rundir.resolve_run(ws, str(run_dir)) == run_dir.resolve()
+    assert rundir.open_run(ws, "r1").path == run_dir
+    assert rundir.open_run(ws, str(run_dir)).path == run_dir.resolve()
     with pytest.raises(UserError, match="no run 'nope'"):
-        rundir.resolve_run(ws, "nope")
+        rundir.open_run(ws, "nope").path
 
 
 def test_anchors_from_the_health_step(tmp_path):
@@ -141,7 +141,7 @@ def test_anchors_from_the_health_step(tmp_path):
     make_split_dataset(tmp_path)
     anchors = np.array([[6.4, 7.5], [12, 20], [30, 28], [50, 61], [70, 90], [110, 100]])
     run_dir = make_run(tmp_path, anchors=anchors)
-    assert rundir.load_run(run_dir)["anchors"] == anchors.tolist()
+    assert rundir.RunDir(run_dir).load()["anchors"] == anchors.tolist()
     assert (run_dir / "model.cfg").read_text().count(f"anchors={cfg_anchors(anchors)}\n") == 2
 
 

@@ -71,7 +71,7 @@ def test_strawberry_in_an_openimages_path_with_a_space_trains_detached_and_resum
     assert resumed.returncode == 0, resumed.stderr
     final = wait_state(run_dir, "finished", "failed", timeout=120, poll=0.2)
     assert (final.state, final.iteration) == ("finished", 16)
-    offset = rundir.load_run(run_dir)["segments"][-1]["log_offset"]
+    offset = rundir.RunDir(run_dir).load()["segments"][-1]["log_offset"]
     assert _iterations_in((run_dir / "train_log.txt").read_bytes()[offset:].decode(errors="replace")) == [
         13, 14, 15, 16]
     assert iteration_for(read_header(weights), 4, 1) == 16
@@ -134,7 +134,7 @@ def test_the_demo_dataset_prepared_by_the_pipeline_trains(demo_copy, darknet_bin
     prepare.prepare_dataset(ws, "boat", size=128, workers=1)
     split.split_dataset(ws, "boat", seed=3)
     run_dir = _run(demo_copy, "demo", 6, darknet_bin)
-    assert rundir.load_run(run_dir)["dataset"]["split_seed"] == 3
+    assert rundir.RunDir(run_dir).load()["dataset"]["split_seed"] == 3
     assert jobs.start(run_dir).state == "running"  # start() refuses unless preflight is clean
     final = wait_state(run_dir, "finished", "failed", timeout=120, poll=0.2)
     assert (final.state, final.iteration, final.reason) == ("finished", 6, None)

@@ -31,7 +31,7 @@ def _follower(log_path: str) -> dict:
 
 def parsed_log(run_dir: Path):
     """The run's parsed log brought up to date, and when its last new iteration was seen (or None)."""
-    entry = _follower(str(run_dir / "train_log.txt"))
+    entry = _follower(str(rundir.RunDir(run_dir).log))
     with entry["lock"]:
         if entry["follower"].refresh():
             entry["grew"] = time.time()
@@ -150,7 +150,7 @@ def _controls(run_dir: Path, status) -> None:
 
 def _resume(run_dir: Path) -> None:
     target = st.session_state.get(f"resume_to::{run_dir.name}")
-    current = rundir.load_run(run_dir).get("max_batches")
+    current = rundir.RunDir(run_dir).load().get("max_batches")
     jobs.resume(run_dir, max_batches=int(target) if target and target != current else None)
 
 
@@ -187,7 +187,7 @@ def _live_panel(run_dir: Path) -> None:
                                  max_batches=max_batches):
             st.warning(ui.md_escape(alert["message"]))
     _charts(run_dir.name, frame, log)
-    tail = trainview.log_tail(run_dir / "train_log.txt", TAIL_LINES)
+    tail = trainview.log_tail(rundir.RunDir(run_dir).log, TAIL_LINES)
     with st.expander("Last lines of train_log.txt", expanded=status.state != RUNNING):
         st.code("\n".join(tail) if tail else ("(no log yet)" if tail is None else "(empty log)"), language=None)
 
@@ -228,7 +228,7 @@ def _charts(run_id: str, frame: pd.DataFrame, log) -> None:
 
 def _run_panel(run_id: str) -> None:
     run_dir = ws.run_dir(run_id)
-    info = rundir.load_run(run_dir)
+    info = rundir.RunDir(run_dir).load()
     st.header(f"Run {run_id}")
     dataset = info.get("dataset", {})
     st.caption(f"{info.get('model')} {info.get('size')}×{info.get('size')}, batch {info.get('batch')}/"
