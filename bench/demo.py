@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import demo, demo_scenes  # noqa: E402
+from pipeline.demo import generate as demo, scenes as demo_scenes  # noqa: E402
 
 OUT = Path("/tmp/demo-bench")
 

@@ -19,7 +19,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline import export, metrics  # noqa: E402
+from pipeline.evaluation import export, metrics  # noqa: E402
 
 
 def synthetic(images: int, gt_per: int, det_per: int, classes: int, seed: int = 0):

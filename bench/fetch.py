@@ -27,7 +27,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.images.fetch import fetch_images  # noqa: E402
-from pipeline.workspace import Workspace, write_json  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
+from pipeline.workspace import Workspace  # noqa: E402
 from tests.support.httpserver import FileServer  # noqa: E402
 
 

@@ -29,7 +29,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.yolo.prepare import prepare_dataset  # noqa: E402
-from pipeline.workspace import Workspace, write_json  # noqa: E402
+from pipeline.atomic import write_json  # noqa: E402
+from pipeline.workspace import Workspace  # noqa: E402
 
 OUT = Path("/tmp/prepare-bench")
 WIDTH, HEIGHT = 1024, 768  # the CVDF images are at most 1024 on the longest side

@@ -12,6 +12,8 @@ COMMAND_MODULES = [
     "darknet_runner.follow",     # follow
     "darknet_runner.predict",    # predict
     "darknet_runner.evaluate",   # evaluate
+    "darknet_runner.baseline",   # baseline
+    "darknet_runner.summary",    # summary
 ]
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 from darknet_runner import runstate
-from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME
+from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, RESERVE_NAME
 from pipeline.atomic import atomic_write_text
+
+RESERVE_BYTES = 256 * 1024  # run.json (a few KiB) and exit_code, with room for their temp files
 
 
 def _forward_only(signum, frame) -> None:
@@ -27,11 +29,43 @@ def _forward_only(signum, frame) -> None:
     """
 
 
+def _say(message: str) -> None:
+    """A line on the runner's stderr (``runner.err``), which a full disk may refuse too."""
+    try:
+        print(f"studio runner: {message}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+
+
+def _reserve(path: Path) -> None:
+    """Hold RESERVE_BYTES of real disk blocks, freed at the end so the end can be recorded on a full disk."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(bytes(RESERVE_BYTES))
+    except OSError as err:
+        _say(f"could not reserve space to record the end ({err})")
+
+
+def _record(run_dir: Path, code: int) -> None:
+    """run.json, then ``exit_code`` (the last act): after freeing the reserve, so a disk darknet filled
+    still takes them; what cannot be written is said on stderr and the status derives it from the files."""
+    (run_dir / RESERVE_NAME).unlink(missing_ok=True)
+    try:
+        runstate.record_end(run_dir, code)
+    except Exception as err:  # noqa: BLE001 - the exit code must be written whatever happens here
+        _say(f"could not record the end in run.json: {err!r}")
+    try:
+        atomic_write_text(run_dir / EXIT_NAME, f"{code}\n")
+    except OSError as err:
+        _say(f"could not write {EXIT_NAME} ({code}): {err}")
+
+
 def run(run_dir: Path, command: list[str], answer_yes: bool) -> int:
     """Run ``command`` in ``run_dir`` with output appended to the log; returns its exit code."""
-    atomic_write_text(run_dir / PID_NAME, f"{os.getpid()}\n")
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _forward_only)
+    atomic_write_text(run_dir / PID_NAME, f"{os.getpid()}\n")
+    _reserve(run_dir / RESERVE_NAME)
     with open(run_dir / LOG_NAME, "ab", buffering=0) as log:
         try:
             child = subprocess.Popen(command, cwd=run_dir, stdout=log, stderr=subprocess.STDOUT,
@@ -47,11 +81,7 @@ def run(run_dir: Path, command: list[str], answer_yes: bool) -> int:
                 except OSError:
                     pass
             code = child.wait()
-    try:
-        runstate.record_end(run_dir, code)
-    except Exception as err:  # noqa: BLE001 - the exit code must be written whatever happens here
-        print(f"studio runner: could not record the end in run.json: {err!r}", file=sys.stderr)
-    atomic_write_text(run_dir / EXIT_NAME, f"{code}\n")
+    _record(run_dir, code)
     return code
 
 

@@ -75,7 +75,12 @@ def load_run_inputs(ws: Workspace, run_id: str, *, weights: str | os.PathLike = 
     gt, kept, missing = load_ground_truth(run.split_images(split), run.dataset(ws), split)
     det = pd.read_parquet(path)
     det = det[det["ImageID"].astype(str).isin(set(kept))].reset_index(drop=True)
-    names = dict(enumerate(run.load().get("classes") or run.class_names()))
+    manifest = run.load()
+    if manifest.get("class_map"):  # a detector with other classes (the COCO baseline): keep the mapped ones
+        mapping = {int(k): int(v) for k, v in manifest["class_map"].items()}
+        det = det[det["ClassIndex"].isin(list(mapping))].reset_index(drop=True)
+        det["ClassIndex"] = det["ClassIndex"].map(mapping).astype(det["ClassIndex"].dtype)
+    names = dict(enumerate(manifest.get("classes") or run.class_names()))
     return RunInputs(run.path, path, gt, det, kept, missing, names)
 
 

@@ -7,6 +7,7 @@ so any process re-attaches by reading it; /proc is read through :mod:`darknet_ru
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -18,18 +19,21 @@ import time
 from pathlib import Path
 
 from darknet_runner import cfg as cfgmod
-from darknet_runner import preflight, process, rundir
-from darknet_runner.binary import DarknetInfo
+from darknet_runner import preflight, presets, process, rundir
+from darknet_runner.binary import DarknetInfo, find_darknet
+from darknet_runner.pretrained import ensure_pretrained
 from darknet_runner.follow import follow
 from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME
 from darknet_runner.runstate import RunStatus, finalize, read_int, status
 from pipeline.cli import UserError
+from darknet_runner.weights import PRETRAINED
 from pipeline.atomic import atomic_write_text
+from pipeline.progress import tqdm_progress
 from pipeline.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-RUNNER_ERR = "runner.err"
+RUNNER_ERR = rundir.RUNNER_ERR
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STOP_SHARES = ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.3), (signal.SIGKILL, 0.2))  # of the timeout
 
@@ -61,9 +65,15 @@ def start(run_dir: str | os.PathLike, *, weights: str | None = None, skip_prefli
         skip_preflight: launch even if preflight finds problems (tests of darknet's own failures).
 
     Raises:
-        UserError: the run is already running; PreflightFailed: preflight found problems.
+        UserError: the run is already running, or another process is starting, resuming or stopping
+            it (:class:`pipeline.locks.Busy`); PreflightFailed: preflight found problems.
     """
     run_dir = Path(run_dir).resolve()
+    with rundir.RunDir(run_dir).lock("start"):
+        return _start(run_dir, weights=weights, skip_preflight=skip_preflight)
+
+
+def _start(run_dir: Path, *, weights: str | None, skip_preflight: bool) -> RunStatus:
     run = rundir.RunDir(run_dir).load()
     if status(run_dir).state == "running":
         raise UserError(f"run {run_dir.name} is already running; stop it first")
@@ -102,12 +112,18 @@ def stop(run_dir: str | os.PathLike, timeout: float = 10) -> RunStatus:
     """Stop a running training: SIGINT, then SIGTERM, then SIGKILL to its process group.
 
     The ``stopped`` marker makes the final state "stopped" rather than "failed"; the end is recorded
-    in run.json (by the runner, or here when SIGKILL left it no time).
+    in run.json (by the runner, or here when SIGKILL left it no time). Holds the run's lock: a
+    start or resume of the same run meanwhile is refused with this process's pid.
     """
     run_dir = Path(run_dir)
+    with rundir.RunDir(run_dir).lock("stop"):
+        return _stop(run_dir, timeout)
+
+
+def _stop(run_dir: Path, timeout: float) -> RunStatus:
     pid = read_int(run_dir / PID_NAME)
     if not process.is_running(pid):
-        return status(run_dir)
+        return finalize(run_dir)  # ended already: run.json still gets the end the files show
     atomic_write_text(run_dir / STOPPED_NAME, f"{_now()}\n")
     for signum, share in STOP_SHARES:
         try:
@@ -138,13 +154,23 @@ def resume(run_dir: str | os.PathLike, *, max_batches: int | None = None) -> Run
         max_batches: a new iteration target (to train a finished run longer).
 
     Without saved weights (pjreddie saves only every 100 iterations), training restarts from the
-    run's pretrained weights. Raises UserError when the saved iteration already reached the target.
+    run's pretrained weights. Raises UserError when the saved iteration already reached the target,
+    or when another process is starting, resuming or stopping the run.
     """
     run_dir = Path(run_dir)
+    with rundir.RunDir(run_dir).lock("resume"):
+        return _resume(run_dir, max_batches)
+
+
+def _resume(run_dir: Path, max_batches: int | None) -> RunStatus:
     if max_batches is not None:
         set_max_batches(run_dir, max_batches)
     run = rundir.RunDir(run_dir).load()
     found = rundir.RunDir(run_dir).latest_weights()
+    broken = rundir.RunDir(run_dir).usable_weights()[1] if found is None else []
+    if broken:  # restarting would silently throw the training away: say why, let the user decide
+        raise UserError(f"{broken[0]}; there are no complete weights to resume from: free some space, delete "
+                        f"the broken file and resume again to start over")
     if found is None:
         log.warning("%s has no saved weights yet; training restarts from the beginning", run_dir.name)
         return start(run_dir)
@@ -198,10 +224,20 @@ def _cmd_train(args) -> int:
 
     ws = Workspace.open(getattr(args, "workspace", None))
     try:
-        run_dir = rundir.create_run(
-            ws, args.dataset, model=args.model, size=args.size, batch=args.batch, subdivisions=args.subdivisions,
-            max_batches=args.max_batches, pretrained=args.pretrained, darknet=args.darknet, gpus=args.gpus,
-            use_map=args.map, random=args.random, learning_rate=args.learning_rate, run_id=args.run_id)
+        info = find_darknet(args.darknet)
+        settings = presets.resolve_settings(
+            ws, args.dataset, info, args.preset, minutes=args.minutes, model=args.model, size=args.size,
+            batch=args.batch, subdivisions=args.subdivisions, max_batches=args.max_batches,
+            learning_rate=args.learning_rate, burn_in=args.burn_in, width=args.width,
+            steps=tuple(args.steps) if args.steps else None, anchors=args.anchors, pretrained=args.pretrained,
+            random=None if args.random is None else bool(args.random), use_map=args.map or None)
+        for note in settings.notes:
+            print(f"{settings.preset} preset: {note}", file=sys.stderr)
+        if settings.pretrained in PRETRAINED:
+            ensure_pretrained(ws, settings.pretrained, progress=tqdm_progress(settings.pretrained), darknet=info)
+        run_dir = rundir.create_run(ws, args.dataset, model=settings.model, pretrained=settings.pretrained,
+                                    darknet=info, gpus=args.gpus, use_map=settings.use_map, preset=settings.preset,
+                                    run_id=args.run_id, **settings.cfg_options())
     except (ValueError, DarknetNotFound) as err:
         raise UserError(str(err)) from err
     problems = preflight.check(run_dir)
@@ -209,6 +245,16 @@ def _cmd_train(args) -> int:
         shutil.rmtree(run_dir)
         raise preflight.PreflightFailed(problems)
     return _launched(run_dir, start(run_dir), args.detach)
+
+
+def _anchors_arg(text: str) -> list[tuple[float, float]] | str:
+    """``"10,14 23,27 …"`` (or with ", " between pairs) → pairs; ``"stock"`` → the model's stock anchors."""
+    if text.strip() == "stock":
+        return "stock"
+    numbers = [float(v) for v in text.replace(",", " ").split()]
+    if not numbers or len(numbers) % 2:
+        raise argparse.ArgumentTypeError(f"anchors must be width,height pairs, not {text!r}")
+    return list(zip(numbers[::2], numbers[1::2]))
 
 
 def _run_arg(args) -> Path:
@@ -253,12 +299,21 @@ def register(subparsers) -> None:
     """Add ``train``, ``status``, ``stop``, ``resume`` and ``runs``."""
     train = subparsers.add_parser("train", help="create a run for a dataset and start darknet")
     train.add_argument("--dataset", required=True, help="dataset slug")
-    train.add_argument("--model", default="yolov3-tiny", choices=cfgmod.MODELS)
-    train.add_argument("--size", type=int, default=416, help="network width and height (multiple of 32)")
-    train.add_argument("--max-batches", type=int, help="iterations (default max(2000×classes, images, 6000))")
-    train.add_argument("--batch", type=int, default=64)
-    train.add_argument("--subdivisions", type=int, default=16)
-    train.add_argument("--pretrained", help="a pretrained name (see weights download) or a weights file")
+    train.add_argument("--preset", choices=("auto", *presets.PRESETS), default="auto",
+                       help="quick (CPU: minutes), gpu (AlexeyAB's rules) or custom; auto picks quick for a CPU "
+                            "build of darknet and gpu for a CUDA one. The options below override the preset")
+    train.add_argument("--minutes", type=float, help=f"time budget of the quick preset (default {presets.QUICK_MINUTES:g})")
+    train.add_argument("--model", choices=cfgmod.MODELS, help="default yolov3-tiny")
+    train.add_argument("--size", type=int, help="network width and height (multiple of 32)")
+    train.add_argument("--max-batches", type=int, help="iterations (custom: max(2000×classes, images, 6000))")
+    train.add_argument("--batch", type=int)
+    train.add_argument("--subdivisions", type=int)
+    train.add_argument("--burn-in", type=int, help="warm-up iterations")
+    train.add_argument("--width", type=float, help="filters multiplier (0.5 = half as wide; no pretrained then)")
+    train.add_argument("--steps", type=float, nargs=2, metavar=("A", "B"),
+                       help="learning-rate drops (×0.1) at these fractions of the iterations (default 0.8 0.9)")
+    train.add_argument("--anchors", type=_anchors_arg, help='"w,h w,h …" in network pixels, or "stock"')
+    train.add_argument("--pretrained", help="a pretrained name (see weights download), a weights file, or none")
     train.add_argument("--darknet", help="darknet binary (default: $DARKNET, PATH, /usr/bin/darknet)")
     train.add_argument("--gpus", help="GPU ids, e.g. 0,1")
     train.add_argument("--map", action="store_true", help="compute mAP during training (AlexeyAB, hank)")

@@ -15,12 +15,14 @@ import logging
 import os
 import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 from darknet_runner import cfg as cfgmod
 from darknet_runner.binary import DarknetInfo, find_darknet
-from darknet_runner.weights import PRETRAINED, WeightsError, iteration_for, read_header
+from darknet_runner.weights import PRETRAINED, WeightsError, check_complete, iteration_for, read_header
+from pipeline import locks
 from pipeline.cli import UserError
 from pipeline.dataset import DatasetDir
 from pipeline.atomic import atomic_write_text, read_json, write_json
@@ -38,10 +40,13 @@ LOG_NAME = "train_log.txt"  # darknet's stdout and stderr, appended by the runne
 PID_NAME = "pid"            # the runner's pid, also its process group id
 EXIT_NAME = "exit_code"     # darknet's exit code (negative: killed by that signal), written last
 STOPPED_NAME = "stopped"    # written by stop() before it signals: the end is "stopped", not "failed"
+RUNNER_ERR = "runner.err"   # the runner's own stderr (its tracebacks, "No space left on device")
+RESERVE_NAME = ".runner-reserve"  # space the runner frees to record the end on a disk darknet filled
 PREDICTIONS_DIR = "predictions"
 METRICS_NAME = "metrics.json"
 WEIGHT_CHOICES = ("best", "last", "final")
 DATASET_PREFIX = "yolo/"
+_WEIGHT_FLOATS: dict[tuple[str, int, int], int | None] = {}  # model.cfg (path, mtime, size) -> floats
 
 
 def _now() -> str:
@@ -94,6 +99,19 @@ class RunDir:
     def metrics(self) -> Path:
         return self.path / METRICS_NAME
 
+    @property
+    def lock_path(self) -> Path:
+        """``runs/.<id>.lock``, beside the run folder (it exists before the folder does)."""
+        return self.path.parent / f".{self.id}.lock"
+
+    def lock(self, action: str, wait: float = 0) -> AbstractContextManager:
+        """Be the only process creating, starting, resuming or stopping this run while ``action`` runs.
+
+        Raises:
+            pipeline.locks.Busy: "run r1 is being started by pid N since HH:MM:SS: …".
+        """
+        return locks.hold(self.lock_path, "run", self.id, action, wait=wait)
+
     def list_path(self, split: str) -> Path:
         """The run's list file of ``split`` (train.txt, valid.txt, test.txt).
 
@@ -129,6 +147,15 @@ class RunDir:
         self.save(manifest)
         return manifest
 
+    @property
+    def is_baseline(self) -> bool:
+        """True for a run that is not trained (run.json ``"kind": "baseline"``, e.g. the zero-shot COCO detector)."""
+        try:
+            manifest = read_json(self.manifest_path)
+        except ValueError:  # a half-written or broken run.json: not a baseline either
+            return False
+        return isinstance(manifest, dict) and manifest.get("kind") == "baseline"
+
     def class_names(self) -> list[str]:
         """Class names by index: obj.names, else the names recorded in run.json."""
         if self.obj_names.is_file():
@@ -162,21 +189,59 @@ class RunDir:
             raise UserError(f"{path} lists no images: there is nothing to predict")
         return [(Path(line).stem, self.path / line) for line in lines]
 
+    def weight_floats(self) -> int | None:
+        """The float32 values darknet saves for the run's model.cfg (None: no cfg, or a layer of unknown size)."""
+        try:
+            stat = self.cfg.stat()
+        except OSError:
+            return None
+        key = (str(self.cfg), stat.st_mtime_ns, stat.st_size)
+        if key not in _WEIGHT_FLOATS:
+            try:
+                _WEIGHT_FLOATS[key] = cfgmod.weight_floats(cfgmod.read_cfg(self.cfg.read_text(encoding="utf-8")))
+            except (OSError, ValueError):
+                _WEIGHT_FLOATS[key] = None
+        return _WEIGHT_FLOATS[key]
+
+    def weights_problem(self, path: str | os.PathLike) -> str | None:
+        """One sentence saying why ``path`` is not a complete weights file for this run's cfg, or None.
+
+        A header darknet wrote and exactly the bytes the cfg implies (:func:`weights.check_complete`);
+        the file is named relative to the run folder (``backup/model_final.weights``).
+        """
+        path = Path(path)
+        try:
+            name = path.relative_to(self.path).as_posix()
+        except ValueError:
+            name = str(path)
+        return check_complete(path, self.weight_floats(), name)
+
+    def saved_weights(self) -> list[Path]:
+        """Every weights file darknet saved in ``backup/`` (``*.weights``, ``*.backup``), newest first."""
+        found = [p for p in [*self.backup.glob("*.weights"), *self.backup.glob("*.backup")] if p.is_file()]
+        return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+
+    def usable_weights(self) -> tuple[list[Path], list[str]]:
+        """The complete weights files of ``backup/`` (newest first) and one sentence per broken one."""
+        usable, broken = [], []
+        for path in self.saved_weights():
+            problem = self.weights_problem(path)
+            if problem is None:
+                usable.append(path)
+            else:
+                broken.append(problem)
+        return usable, broken
+
     def latest_weights(self) -> tuple[Path, int] | None:
         """The saved weights with the most images seen in ``backup/`` and their iteration, or None.
 
         Looks at AlexeyAB/hank's ``*_last.weights`` and ``*_final.weights``, pjreddie's ``<cfg>.backup``
-        and ``_<iteration>.weights``; a file with a broken header is skipped.
+        and ``_<iteration>.weights``; a file that is not complete (:meth:`weights_problem`) is skipped.
         """
         run = self.load()
         best: tuple[int, float, Path] | None = None
-        for path in [*self.backup.glob("*.weights"), *self.backup.glob("*.backup")]:
-            try:
-                seen = read_header(path).seen
-            except WeightsError as err:
-                log.warning("skipping %s: %s", path.name, err)
-                continue
-            key = (seen, path.stat().st_mtime, path)
+        for path in self.usable_weights()[0]:
+            key = (read_header(path).seen, path.stat().st_mtime, path)
             best = key if best is None or key[:2] > best[:2] else best
         if best is None:
             return None
@@ -186,8 +251,11 @@ class RunDir:
         """``best`` (``*_best.weights``, else ``final``, else ``last``), ``final``, ``last`` (most
         images seen in backup/), or a path (absolute, or relative to the run directory).
 
+        Only complete files are used (:meth:`weights_problem`): ``best`` and ``last`` pass over a
+        broken one; ``final``, a path, or nothing left but broken files raise its sentence.
+
         Raises:
-            UserError: no such weights.
+            UserError: no such weights; WeightsError: the chosen weights are broken.
         """
         choice = str(weights)
         if choice not in WEIGHT_CHOICES:
@@ -195,15 +263,27 @@ class RunDir:
             path = path if path.is_absolute() else self.path / path
             if not path.is_file():
                 raise UserError(f"there are no weights at {path}; give best, last, final or a .weights file")
+            problem = self.weights_problem(path)
+            if problem:
+                raise WeightsError(problem)
             return path
+        broken = []
         for pattern in {"best": ("*_best.weights", "*_final.weights"), "final": ("*_final.weights",)}.get(choice, ()):
-            found = sorted(self.backup.glob(pattern))
-            if found:
-                return found[-1]
+            for found in sorted(self.backup.glob(pattern), reverse=True):
+                problem = self.weights_problem(found)
+                if problem is None:
+                    return found
+                if choice == "final":
+                    raise WeightsError(problem)
+                log.warning("passing over %s", problem)
+                broken.append(problem)
         if choice != "final":
             latest = self.latest_weights()
             if latest is not None:
                 return latest[0]
+            broken += self.usable_weights()[1]
+        if broken:
+            raise WeightsError(broken[0])
         raise UserError(f"run {self.id} has no {choice} weights in {self.backup}; train it (longer) first")
 
     def predictions_path(self, weights: Path, backend: str = "darknet", split: str = "test") -> Path:
@@ -314,18 +394,45 @@ def _write_files(run_dir: Path, names: list[str], lists: dict[str, list[str]], c
     (run_dir / BACKUP_DIR).mkdir(exist_ok=True)
 
 
+def create_fixed_run(ws: Workspace, slug: str, run: RunDir, *, cfg_text: str, net_names: list[str],
+                     weights: Path, darknet: DarknetInfo, extra: dict) -> RunDir:
+    """A run that is not trained: ready-made ``weights`` (linked into backup/) with their own cfg and
+    class names ``net_names`` on the dataset's split lists (the zero-shot baseline). Replaces ``run``.
+    """
+    dataset = ws.dataset(slug)
+    lists = _dataset_lists(dataset)
+    if run.path.exists():
+        shutil.rmtree(run.path)
+    run.path.mkdir(parents=True)
+    try:
+        _write_files(run.path, net_names, lists, cfg_text)
+        _link(run.path / DATA_LINK, dataset.yolo)
+        _link(run.backup / Path(weights).name, Path(weights))
+    except BaseException:
+        shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    run.save({"id": run.id, "created": _now(), "status": "not-started", "dataset": _dataset_record(dataset, lists),
+              "classes": dataset.class_names(), "batch": 1, "subdivisions": 1, "max_batches": 0,
+              "darknet": {k: v for k, v in darknet.to_dict().items() if k != "version_text"}, "fork": darknet.fork,
+              "cfg_sha256": hashlib.sha256(cfg_text.encode()).hexdigest(), **extra})
+    return run
+
+
 def create_run(ws: Workspace | str | os.PathLike, slug: str, *, model: str, size: int, batch: int,
                subdivisions: int, max_batches: int | None, pretrained: str | os.PathLike | None,
                darknet: DarknetInfo | str | None, gpus: str | None = None, use_map: bool = False,
                anchors: list[tuple[float, float]] | None = None, random: bool | int | None = None,
-               learning_rate: float | None = None, run_id: str | None = None) -> Path:
+               learning_rate: float | None = None, burn_in: int | None = None, width: float = 1.0,
+               steps: tuple[float, float] = (0.8, 0.9), preset: str | None = None,
+               run_id: str | None = None) -> Path:
     """Create ``runs/<id>/`` for training ``model`` on dataset ``slug``; returns the run folder.
 
     Args:
         ws: the workspace (or its root).
         slug: dataset folder name under ``datasets/``; it must be prepared and split.
-        model, size, batch, subdivisions, max_batches, anchors, random, learning_rate: see
-            :func:`darknet_runner.cfg.generate_cfg` (``max_batches=None`` uses the default rule).
+        model, size, batch, subdivisions, max_batches, anchors, random, learning_rate, burn_in, width,
+            steps: see :func:`darknet_runner.cfg.generate_cfg` (``max_batches=None`` uses the default rule).
+        preset: the preset these settings started from (recorded in run.json).
         pretrained: a name of :data:`weights.PRETRAINED` (looked up in the weights folder), a path, or None.
         darknet: a probed binary, a path/setting, or None to search.
         gpus: darknet's ``-gpus`` value, e.g. ``"0,1"``.
@@ -333,7 +440,8 @@ def create_run(ws: Workspace | str | os.PathLike, slug: str, *, model: str, size
         run_id: folder name; default a new sortable id.
 
     Raises:
-        UserError: the dataset is missing, unsplit or inconsistent; ValueError from the cfg rules.
+        UserError: the dataset is missing, unsplit or inconsistent, a number is out of range
+            (:class:`darknet_runner.cfg.CfgError`), or the run id exists.
     """
     ws = ws if isinstance(ws, Workspace) else Workspace.open(ws)
     dataset = ws.dataset(slug)
@@ -343,10 +451,14 @@ def create_run(ws: Workspace | str | os.PathLike, slug: str, *, model: str, size
     info = darknet if isinstance(darknet, DarknetInfo) else find_darknet(darknet)
     cfg_text = cfgmod.generate_cfg(model, len(names), size=size, batch=batch, subdivisions=subdivisions,
                                    max_batches=max_batches, train_images=len(lists["train"]), anchors=anchors,
-                                   random=random, learning_rate=learning_rate)
+                                   random=random, learning_rate=learning_rate, burn_in=burn_in, width=width,
+                                   steps=steps)
     run = RunDir(ws.run_dir(run_id or new_run_id(model)))
     run_dir = run.path
-    run_dir.mkdir(parents=True, exist_ok=False)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise UserError(f"run {run.id} already exists: pick another --run-id") from None
     try:
         _write_files(run_dir, names, lists, cfg_text)
         _link(run_dir / DATA_LINK, dataset.yolo)
@@ -361,6 +473,7 @@ def create_run(ws: Workspace | str | os.PathLike, slug: str, *, model: str, size
         "subdivisions": subdivisions, "max_batches": int(net["max_batches"]), "burn_in": int(net["burn_in"]),
         "classes": names, "anchors": None if anchors is None else [[float(w), float(h)] for w, h in anchors],
         "random": random, "learning_rate": float(net["learning_rate"]), "gpus": gpus, "use_map": use_map,
+        "width": float(width), "steps": [float(s) for s in steps], "preset": preset,
         "cfg_sha256": hashlib.sha256(cfg_text.encode()).hexdigest(),
         "pretrained": str(target) if target else None, "weights_arg": weights_arg,
         "darknet": {k: v for k, v in info.to_dict().items() if k != "version_text"}, "fork": info.fork,

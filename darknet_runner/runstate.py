@@ -7,6 +7,8 @@ and ``stop``/``follow`` through :func:`finalize` (which also covers a runner tha
 """
 from __future__ import annotations
 
+import calendar
+import logging
 import os
 import signal
 import time
@@ -14,8 +16,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from darknet_runner import process, rundir
-from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, STOPPED_NAME
+from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, RUNNER_ERR, STOPPED_NAME
 from darknet_runner.logs import ParsedLog, failure_reason, parse_tail
+
+logger = logging.getLogger(__name__)
+DISK_FULL_SIGNS = ("No space left on device", "[Errno 28]", "ENOSPC")
 
 STATES = ("running", "finished", "failed", "stopped", "not-started")
 ENDED = ("finished", "failed", "stopped")
@@ -82,9 +87,65 @@ def _final_state(code: int | None, iteration: int | None, max_batches: int | Non
     return "failed", f"darknet stopped at iteration {iteration} of {max_batches} without an error message"
 
 
+def _disk_full(run_dir: Path) -> str | None:
+    """What says the disk of the run folder is (or was) full: the OS now, or an ENOSPC the runner saw."""
+    try:
+        fs = os.statvfs(run_dir)
+        if fs.f_blocks and fs.f_bavail == 0:
+            return "the disk holding the run folder has no space left"
+    except OSError:
+        pass
+    try:
+        with open(run_dir / RUNNER_ERR, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - 16384))
+            tail = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    return "the runner could not write its files (No space left on device)" if any(
+        sign in tail for sign in DISK_FULL_SIGNS) else None
+
+
+def _segment_weights(run_dir: Path, run: dict, log: ParsedLog) -> list[Path]:
+    """The weights files this segment saved, oldest first: those the log names and those written since it
+    began (on a full disk darknet's own ``Saving weights to`` line may be lost)."""
+    found = {(run_dir / w["path"]) for w in log.weights}
+    try:
+        segments = run.get("segments") or []
+        began = calendar.timegm(time.strptime(segments[-1]["started"], "%Y-%m-%dT%H:%M:%SZ"))
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+        began = None
+    run_files = rundir.RunDir(run_dir)
+    if began is not None:
+        found.update(p for p in run_files.saved_weights() if p.stat().st_mtime >= began - 1)
+    existing = [p for p in found if p.is_file()]
+    return sorted(existing, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def storage_reason(run_dir: str | os.PathLike, run: dict, code: int | None, log: ParsedLog) -> str | None:
+    """Why an ended run failed for lack of disk space, or None.
+
+    A weights file this segment saved that is not complete (its size is not what model.cfg implies:
+    darknet ignores failed writes) is named; the OS (no space left now) or ENOSPC in ``runner.err``
+    confirm it is the disk. Without a broken file, a runner that could not record the exit code on a
+    full disk is the reason.
+    """
+    run_dir = Path(run_dir)
+    broken = [problem for path in _segment_weights(run_dir, run, log)
+              if (problem := rundir.RunDir(run_dir).weights_problem(path))]
+    full = _disk_full(run_dir)
+    if broken:
+        return broken[-1].replace("(disk full?)", "(disk full)") if full else broken[-1]
+    if full and code is None:
+        return f"disk full: {full}, so darknet's end was not recorded"
+    return None
+
+
 def _ended_state(run_dir: Path, run: dict, code: int | None, log: ParsedLog) -> tuple[str, str | None]:
     if (run_dir / STOPPED_NAME).exists():
         return "stopped", None
+    disk = storage_reason(run_dir, run, code, log)
+    if disk:
+        return "failed", disk
     return _final_state(code, log.last_iteration, run.get("max_batches"), failure_reason(log))
 
 
@@ -117,7 +178,10 @@ def _record(run_dir: Path, run: dict, current: RunStatus) -> RunStatus:
     fields = {"status": current.state, "reason": current.reason, "ended": current.ended,
               "exit_code": current.exit_code}
     if any(run.get(key) != value for key, value in fields.items()):
-        rundir.RunDir(run_dir).update(**fields)
+        try:
+            rundir.RunDir(run_dir).update(**fields)
+        except OSError as err:  # a full disk: the status stands, derived from the files again next time
+            logger.warning("could not record the end of run %s in run.json: %s", run_dir.name, err)
     return current
 
 

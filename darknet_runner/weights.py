@@ -150,6 +150,42 @@ def check_weights(path: str | os.PathLike) -> str | None:
     return None
 
 
+WIDE_HEADER_BYTES = 20  # what every fork writes today: int32 major=0, minor=2, revision, uint64 seen
+
+
+def check_complete(path: str | os.PathLike, floats: int | None, name: str | None = None) -> str | None:
+    """One sentence saying why ``path`` is not a complete weights file for a network of ``floats``
+    float32 values (:func:`darknet_runner.cfg.weight_floats` of its cfg), or None when it is.
+
+    The file needs a darknet header and exactly ``header + 4 × floats`` bytes; a shorter one is what
+    darknet leaves when it cannot finish writing (a full disk, a kill while saving). ``floats=None``
+    (a network whose size is unknown) checks the header only. ``name`` is how the file is called
+    in the sentence (default: its path).
+    """
+    path = Path(path)
+    shown = name or str(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        return f"cannot read the weights file {shown} ({err.strerror})"
+    try:
+        header_bytes = read_header(path).header_bytes
+    except WeightsError as err:
+        if floats is None or size >= WIDE_HEADER_BYTES:  # a header that is there but wrong: not darknet's
+            return str(err).replace(str(path), shown)
+        header_bytes = WIDE_HEADER_BYTES
+    if floats is None:
+        return None
+    expected = header_bytes + 4 * floats
+    if size < expected:
+        return (f"{shown} is {size:,} bytes, not the {expected:,} bytes the cfg implies: darknet could not "
+                f"finish writing it (disk full?)")
+    if size > expected:
+        return (f"{shown} is {size:,} bytes, not the {expected:,} bytes the cfg implies: it was saved for "
+                f"another network")
+    return None
+
+
 # --- download -------------------------------------------------------------------------------
 
 def _source(name: str, base_url: str | None) -> tuple[str, int]:

@@ -18,9 +18,13 @@ FILTERS = {"all": "all images, worst first", "fp": "images with false positives"
 
 
 def list_weights(run_dir: Path) -> list[Path]:
-    """The run's saved weights, newest first (``backup/*.weights``)."""
-    found = list(RunDir(run_dir).backup.glob("*.weights"))
-    return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+    """The run's complete saved weights, newest first (``backup/*.weights``; see :func:`broken_weights`)."""
+    return [p for p in RunDir(run_dir).usable_weights()[0] if p.suffix == ".weights"]
+
+
+def broken_weights(run_dir: Path) -> list[str]:
+    """One sentence per saved weights file that is not complete (e.g. cut off by a full disk)."""
+    return RunDir(run_dir).usable_weights()[1]
 
 
 def threshold_point(curve: dict, conf: float) -> tuple[float, float] | None:

@@ -18,7 +18,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from darknet_runner.rundir import RunDir
-from dashboard import gallery
+from dashboard import gallery, journey
 from pipeline.workspace import Workspace
 
 # Choices kept across page switches (non-widget state re-assigned by the router), with defaults.
@@ -72,7 +72,8 @@ def sidebar() -> None:
         if ws.is_demo:
             st.caption(":orange-badge[DEMO workspace]")
         _picker("dataset", "Dataset", ws.datasets(), [ws.dataset(s).manifest_path for s in ws.datasets()])
-        _picker("run", "Run", ws.runs(), [RunDir(ws.run_dir(r)).manifest_path for r in ws.runs()])
+        runs = journey.training_runs(ws)  # the zero-shot baselines are shown on Evaluate, not picked
+        _picker("run", "Run", runs, [RunDir(ws.run_dir(r)).manifest_path for r in runs])
 
 
 def _picker(key: str, label: str, options: list[str], manifests: list[Path]) -> None:
@@ -165,27 +166,45 @@ def human_bytes(size: float) -> str:
     return f"{size:.1f} TB"
 
 
+# Cached functions below take a change stamp (mtime and size) as an ordinary argument: Streamlit
+# leaves parameters whose names start with "_" out of the cache key, so a stamp named that way
+# never invalidates anything (a rebuilt dataset would keep showing the old table).
+
+
 def mtime_ns(path: Path) -> int:
     """Modification time used as a cache key (0 when the file does not exist)."""
     try:
         return Path(path).stat().st_mtime_ns
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return 0
 
 
+def stamp(*paths: Path) -> tuple[tuple[int, int], ...]:
+    """A change stamp of files for a cache key: (mtime_ns, size) each, (0, -1) for a missing one."""
+    out = []
+    for path in paths:
+        try:
+            info = Path(path).stat()
+            out.append((info.st_mtime_ns, info.st_size))
+        except (FileNotFoundError, NotADirectoryError):
+            out.append((0, -1))
+    return tuple(out)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
-def _read_parquet(path: str, _mtime_ns: int) -> pd.DataFrame:
+def _read_parquet(path: str, file_stamp: tuple) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
 def read_parquet(path: Path) -> pd.DataFrame | None:
     """A parquet file as a DataFrame (cached until the file changes); None when it is missing."""
-    stamp = mtime_ns(path)
-    return _read_parquet(str(path), stamp) if stamp else None
+    file_stamp = stamp(path)
+    return None if file_stamp[0][0] == 0 else _read_parquet(str(path), file_stamp)
 
 
 @st.cache_data(max_entries=1024, show_spinner=False)
-def _tile(path: str, _mtime_ns: int, boxes: tuple, labels: tuple | None, colors: tuple | None, side: int) -> bytes:
+def _tile(path: str, file_stamp: tuple, boxes: tuple, labels: tuple | None, colors: tuple | None,
+          side: int) -> bytes:
     rgb = gallery.render_tile(Path(path), np.array(boxes, dtype=np.float64).reshape(-1, 4),
                               list(labels) if labels else None, list(colors) if colors else None, side)
     return gallery.to_jpeg(rgb)
@@ -199,13 +218,14 @@ def tile(path: Path | None, boxes_xyxy_rel: np.ndarray, labels=None, colors=None
     """
     from pipeline.images.imageio import ImageDecodeError
 
-    if path is None:
+    file_stamp = stamp(path) if path is not None else ((0, -1),)
+    if file_stamp[0][0] == 0:  # not fetched, or deleted since: say so rather than show an old tile
         return None
     boxes = tuple(map(tuple, np.asarray(boxes_xyxy_rel, dtype=np.float64).reshape(-1, 4).round(6)))
     colors = tuple(tuple(int(v) for v in c) for c in colors) if colors is not None else None
     try:
-        return _tile(str(path), mtime_ns(path), boxes, tuple(labels) if labels else None, colors, side)
-    except ImageDecodeError:
+        return _tile(str(path), file_stamp, boxes, tuple(labels) if labels else None, colors, side)
+    except (ImageDecodeError, FileNotFoundError):
         return None
 
 

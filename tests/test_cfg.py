@@ -78,7 +78,7 @@ def test_filter_mismatch_is_one_sentence_per_layer():
 
 @pytest.mark.parametrize("size", [100, 0, 415])
 def test_size_must_be_a_multiple_of_32(size):
-    with pytest.raises(ValueError, match=f"multiple of 32 \\(e.g. 416\\), not {size}$"):
+    with pytest.raises(ValueError, match=f"multiple of 32 between 32 and 4096 \\(e.g. 416\\), not {size}$"):
         cfg.generate_cfg("yolov3-tiny", 1, size=size)
 
 
@@ -137,3 +137,28 @@ def test_opencv_reads_every_generated_cfg(tmp_path, model, outputs):
     path.write_text(cfg.generate_cfg(model, 2, size=128))
     net = cv2.dnn.readNetFromDarknet(str(path))
     assert len(net.getUnconnectedOutLayersNames()) == outputs
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_batches": -5}, "iterations \\(max_batches\\) must be a whole number from 1"),
+    ({"max_batches": 0}, "iterations \\(max_batches\\) must be a whole number from 1"),
+    ({"learning_rate": -1.0}, "learning rate must be above 0"),
+    ({"learning_rate": float("nan")}, "learning rate must be above 0"),
+    ({"max_batches": 100, "burn_in": 200}, "burn_in must be a whole number from 0 to the iterations"),
+    ({"width": 0.0}, "width multiplier must be between"),
+    ({"steps": (0.9, 0.8)}, "steps must be two fractions"),
+    ({"anchors": [(0, 1)] * 6}, "anchors must be positive sizes"),
+    ({"batch": 0, "subdivisions": 1}, "batch \\(0\\) must be a positive multiple"),
+])
+def test_training_numbers_are_validated_with_one_sentence(kwargs, message):
+    from pipeline.cli import UserError
+
+    with pytest.raises(UserError, match=message):
+        cfg.generate_cfg("yolov3-tiny", 1, size=128, **kwargs)
+
+
+def test_width_scales_the_batch_normalised_convs_only():
+    sections = cfg.read_cfg(cfg.generate_cfg("yolov3-tiny", 1, size=128, width=0.5, max_batches=100, steps=(0.5, 0.75)))
+    convs = [s for s in sections if s.name == "convolutional"]
+    assert [int(s.options["filters"]) for s in convs] == [8, 16, 32, 64, 128, 256, 512, 128, 256, 18, 64, 128, 18]
+    assert cfg.net_options(sections)["steps"] == "50,75"

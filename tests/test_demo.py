@@ -487,4 +487,4 @@ def test_cli_writes_demo_and_if_missing_keeps_it(tmp_path, capsys):
 
 def test_cli_bad_image_count_is_one_sentence(tmp_path, capsys):
     assert main("p", "", ["pipeline.demo.generate"], ["demo", "--workspace", str(tmp_path / "ws"), "--images", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "error: --images must be at least 1, not 0"
+    assert capsys.readouterr().err.strip() == "error: --images 0 must be at least 1 (pictures to draw)"

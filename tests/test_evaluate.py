@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import struct
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,7 @@ def ws(tmp_path) -> Workspace:
     write_json(dataset / "dataset.json", {"slug": "boats", "classes": []})
     run = workspace.run_dir("r1")
     (run / "backup").mkdir(parents=True)
-    (run / "backup" / "model_final.weights").write_bytes(b"")
+    (run / "backup" / "model_final.weights").write_bytes(struct.pack("<3iQ", 0, 2, 0, 0))  # no cfg: header only
     os.symlink("../../datasets/boats/yolo", run / "data")
     (run / "test.txt").write_text("".join(f"data/{i}.jpg\n" for i in (A, B, C, D)))
     (run / "obj.names").write_text("boat\ncanoe\n")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import struct
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from darknet_runner.binary import DarknetInfo, PJREDDIE
 from darknet_runner.preflight import PreflightFailed
 from pipeline.cli import UserError
 from pipeline.workspace import Workspace
-from tests.support.runs import wait_state, make_run, make_split_dataset
+from tests.support.runs import wait_state, make_run, make_split_dataset, write_weights
 
 
 def _standin(tmp_path: Path, iterations: int, *, code: int = 0, stubborn: bool = False, delay: float = 0.01,
@@ -39,7 +38,7 @@ def _standin(tmp_path: Path, iterations: int, *, code: int = 0, stubborn: bool =
 
 
 def _weights(path: Path, seen: int) -> None:
-    path.write_bytes(struct.pack("<3iQ", 0, 2, 0, seen) + bytes(8))
+    write_weights(path, seen)  # the size the run's cfg implies: anything shorter is a broken file
 
 
 @pytest.fixture
@@ -233,8 +232,8 @@ def test_cli_status_runs_and_stop(tmp_path, dataset, capsys):
 def test_cli_train_follows_until_the_end(tmp_path, dataset, capsys, monkeypatch):
     info = _standin(tmp_path, 6)
     monkeypatch.setenv("DARKNET", info.path)
-    code, out = _cli(capsys, "--workspace", str(tmp_path / "ws"), "train", "--dataset", "boat", "--size", "128",
-                     "--batch", "4", "--subdivisions", "1", "--max-batches", "6", "--run-id", "cli", "--random", "0")
+    code, out = _cli(capsys, "--workspace", str(tmp_path / "ws"), "train", "--dataset", "boat", "--preset", "custom",
+                     "--size", "128", "--batch", "4", "--subdivisions", "1", "--max-batches", "6", "--run-id", "cli", "--random", "0")
     assert code == 0  # returned when the run ended, finished
     run_dir = tmp_path / "ws" / "runs" / "cli"
     assert out.splitlines()[0] == str(run_dir)
@@ -244,8 +243,10 @@ def test_cli_train_follows_until_the_end(tmp_path, dataset, capsys, monkeypatch)
 
 def test_cli_train_reports_a_bad_size_in_one_sentence(tmp_path, dataset, capsys, monkeypatch):
     monkeypatch.setenv("DARKNET", _standin(tmp_path, 1).path)
-    with pytest.raises(UserError, match="^the network size must be a positive multiple of 32 \\(e.g. 416\\), not 100$"):
-        _cli(capsys, "--workspace", str(tmp_path / "ws"), "train", "--dataset", "boat", "--size", "100")
+    with pytest.raises(UserError, match="^the network size must be a multiple of 32 between 32 and 4096 \\(e.g. 416\\), "
+                                         "not 100$"):
+        _cli(capsys, "--workspace", str(tmp_path / "ws"), "train", "--dataset", "boat", "--preset", "custom",
+             "--size", "100")
     assert not (tmp_path / "ws" / "runs").exists() or list((tmp_path / "ws" / "runs").iterdir()) == []
 
 
@@ -266,7 +267,8 @@ def test_is_running_needs_the_pid_to_lead_its_group():
 def test_cli_train_refused_by_preflight_keeps_no_run(tmp_path, dataset, capsys, monkeypatch):
     monkeypatch.setenv("DARKNET", _standin(tmp_path, 1).path)
     with pytest.raises(PreflightFailed, match="^preflight found 2 problems:\n- model.cfg uses \\[route\\] groups"):
-        _cli(capsys, "--workspace", str(tmp_path / "ws"), "train", "--dataset", "boat", "--model", "yolov4-tiny",
+        _cli(capsys, "--workspace", str(tmp_path / "ws"), "train", "--dataset", "boat", "--preset", "custom",
+             "--model", "yolov4-tiny",
              "--map", "--run-id", "v4")
     assert not (tmp_path / "ws" / "runs" / "v4").exists()
 

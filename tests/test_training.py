@@ -23,7 +23,7 @@ from tests.support.runs import wait_state, make_split_dataset
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = ["--model", "yolov3-tiny", "--size", "128", "--batch", "4", "--subdivisions", "1", "--random", "0"]
+TRAIN = ["--preset", "custom", "--model", "yolov3-tiny", "--size", "128", "--batch", "4", "--subdivisions", "1", "--random", "0"]
 
 
 def _cli(ws: Path, *argv: str) -> subprocess.CompletedProcess:

@@ -97,6 +97,9 @@ MESSAGES = {
     "nan": "The loss became NaN at iteration {path}: training diverged; lower learning_rate, lengthen burn_in or "
            "check the labels.",
     "crash": "darknet crashed ({detail}).",
+    "cfg_layer": "model.cfg has a layer type darknet does not know: {detail} (a typo? e.g. [maxpool], "
+                 "[convolutional], [route]).",
+    "write_failed": "darknet could not create {path}: the disk is full or the backup folder is not writable.",
     "config": "The cfg cannot train: {detail}.",
     "cuda": "CUDA error ({detail}): check the GPU driver and the -gpus list.",
     "fatal": "darknet stopped with an error: {detail}.",
@@ -124,6 +127,7 @@ ERROR_RULES = (
     ("invalid class ID", "wrong_annotation", True, re.compile(r"(invalid class ID \S+) in (.+?)\s*$")),
     ("invalid coordinate in", "wrong_annotation", True, re.compile(r"(invalid coordinate) in (.+?)\s*$")),
     ("file for mAP calculation", "missing_file", True, re.compile(r"There is no (.+?) file for mAP")),
+    ("Type not recognized: ", "cfg_layer", True, re.compile(r"Type not recognized: (.+?)\s*$")),
     ("incorrect value batch=", "config", True, re.compile(r"(You set incorrect value batch=\S+ for Training)")),
     ("batch size should not be set to 1", "config", True, re.compile(r"(batch size should not be set to 1)")),
     ("compile Darknet with OpenCV for using mosaic", "config", True, re.compile(r"(mosaic=1) - compile")),
@@ -134,8 +138,8 @@ ERROR_RULES = (
     ("Assertion `", "crash", True, re.compile(r"Assertion `(.*)' failed")),
 )
 ALPHABET_PNG = "data/labels/"  # AlexeyAB `detector test` looks for its font here; harmless (facts §9)
-FATAL_KIND_ORDER = ("cuda_oom", "filters_mismatch", "missing_file", "missing_label", "missing_image",
-                    "wrong_annotation", "config", "cuda", "nan", "crash", "fatal")
+FATAL_KIND_ORDER = ("cuda_oom", "filters_mismatch", "cfg_layer", "write_failed", "missing_file", "missing_label",
+                    "missing_image", "wrong_annotation", "config", "cuda", "nan", "crash", "fatal")
 
 
 def strip_ansi(text: str) -> str:

@@ -110,6 +110,8 @@ if not run_id:
 run_dir = ws.run_dir(run_id)
 st.caption(f"Run: {run_id}")
 weights_files = evalview.list_weights(run_dir)
+for problem in evalview.broken_weights(run_dir):
+    st.warning(f"Not listed: {ui.md_escape(problem)}")
 if not weights_files:
     st.info("This run has saved no weights yet (pjreddie's darknet saves every 100 iterations and at the end).")
     st.stop()

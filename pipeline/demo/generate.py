@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pipeline import numbers
 from pipeline.demo import scenes as demo_scenes
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
@@ -36,6 +37,7 @@ from pipeline.workspace import DEMO_MARKER, Workspace
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGES = 300
+MAX_IMAGES = 100_000  # about 2 GB of pictures and an hour of drawing
 SUBSETS = ("train", "validation", "test")
 SUBSET_SHARE = {"validation": 0.1, "test": 0.1}  # the rest is train
 
@@ -303,8 +305,8 @@ def generate(root: Path, images: int = DEFAULT_IMAGES, seed: int = 0, progress: 
         ``{"root", "seed", "images", "boxes", "subsets": {subset: {"images", "boxes", "boat_boxes",
         "no_boxes"}}, "metadata_dir", "originals_dir", "special": {trait: [ImageID]}}``.
     """
-    if images < 1:
-        raise UserError(f"--images must be at least 1, not {images}")
+    images = numbers.whole(images, "--images", 1, MAX_IMAGES, " (pictures to draw)")
+    seed = numbers.seed(seed)
     ws = Workspace(Path(root)).ensure()
     _refuse_foreign_metadata(ws)
     rng = np.random.default_rng(seed)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline import numbers
 from pipeline.cli import UserError
 from pipeline.images.imageio import ImageDecodeError, decode_rgb
 from pipeline.progress import ProgressFn, tqdm_progress
@@ -48,6 +49,8 @@ REASONS = {
     "forbidden": "no permission to read the object",
     "unreadable": "the local source file cannot be read",
 }
+MAX_RETRIES = 100
+MAX_TIMEOUT_S = 3600.0
 MAX_FAILURES_IN_MANIFEST = 2000  # dataset.json stays readable; the report holds them all
 DECODE_SIDE = 64  # decode JPEGs at 1/8 scale when big: a cut-off file still fails, 8× less work
 HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body")
@@ -108,7 +111,7 @@ def _int(value) -> int | None:
 
 def fetch_images(ws: Workspace, slug: str, source: str, *, workers: int = 16, retries: int = 3,
                  progress: ProgressFn = None, base_url: str | None = None, timeout: float = 30.0,
-                 backoff: float = BACKOFF_S) -> FetchReport:
+                 backoff: float = BACKOFF_S, wait: float = 0) -> FetchReport:
     """Download the dataset's images from ``source`` into ``datasets/<slug>/originals/``.
 
     Args:
@@ -119,18 +122,31 @@ def fetch_images(ws: Workspace, slug: str, source: str, *, workers: int = 16, re
         progress: ``progress(done, total, message)``.
         base_url: a mirror standing in for the URLs' hosts (tests use a local server).
         timeout: seconds to wait for a connection or the next bytes. backoff: first retry delay.
+        wait: seconds to wait while another process writes the dataset (default: refuse at once).
 
     Returns:
         A :class:`FetchReport`; its summary is also written to ``dataset.json["fetch"]``.
 
     Raises:
-        UserError: no such dataset, an unusable source (bad bucket name, private bucket without
-            credentials, no network) or a full disk (finished files are kept).
+        UserError: no such dataset, workers/retries/timeout out of range, an unusable source (bad
+            bucket name, private bucket without credentials, no network), another process writing
+            the dataset, or a full disk (finished files are kept).
     """
+    workers = numbers.workers(workers)
+    retries = numbers.whole(retries, "--retries", 0, MAX_RETRIES)
+    timeout = numbers.real(timeout, "--timeout", 0, MAX_TIMEOUT_S, low_open=True, hint=" (seconds)")
+    backoff = numbers.real(backoff, "backoff", 0, MAX_TIMEOUT_S, hint=" (seconds)")
     dataset = ws.dataset(slug)
     table = dataset.images_path
     if not table.is_file():
         raise UserError(f"dataset {slug!r} has no images.parquet in {ws.datasets_dir}: build it first")
+    with dataset.lock("fetch-images", wait=wait):
+        return _fetch_locked(dataset, source, workers, retries, progress, base_url, timeout, backoff)
+
+
+def _fetch_locked(dataset: DatasetDir, source: str, workers: int, retries: int, progress: ProgressFn,
+                  base_url: str | None, timeout: float, backoff: float) -> FetchReport:
+    slug, table = dataset.slug, dataset.images_path
     images = load_image_refs(table)
     store = open_store(source, base_url=base_url)
     store.check(images[0] if images else None)

@@ -14,6 +14,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path, PurePosixPath
 
+from pipeline import numbers
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
 from pipeline.images.stores import TEMP_SUFFIXES, ImageStore, ObjectInfo, open_store
@@ -36,10 +37,12 @@ def push(ws: Workspace, slug: str, dest: str, progress: ProgressFn = None, *,
         progress: ``progress(done, total, message)``; an exception raised there stops the push
             (what was uploaded stays; the next push skips it).
         include_originals: also upload ``originals/``.
+        workers: concurrent uploads (1 to 256).
 
     Returns:
         ``{"dest", "files", "uploaded", "skipped", "bytes"}`` (bytes uploaded).
     """
+    workers = numbers.workers(workers)
     dataset = ws.dataset(slug)
     if not dataset.exists():
         raise UserError(f"there is no dataset {slug!r} in {ws.datasets_dir}")
@@ -59,18 +62,25 @@ def push(ws: Workspace, slug: str, dest: str, progress: ProgressFn = None, *,
 
 
 def pull(ws: Workspace, slug_or_none: str | None, src: str, progress: ProgressFn = None, *,
-         workers: int = 8) -> dict:
+         workers: int = 8, wait: float = 0) -> dict:
     """Download a pushed dataset from ``src`` into ``datasets/<slug>/``.
 
     Args:
         slug_or_none: the local name; ``None`` keeps the slug written in the remote manifest.
+        workers: concurrent downloads (1 to 256).
+        wait: seconds to wait while another process writes the dataset (default: refuse at once).
 
     Returns:
         ``{"slug", "src", "files", "downloaded", "skipped", "bytes"}``.
 
     Raises:
-        UserError: ``src`` holds no dataset.json, or a different dataset already has that name here.
+        UserError: ``src`` holds no dataset.json, a different dataset already has that name here,
+            the pull would replace files of a dataset that runs trained on, or another process is
+            writing the dataset.
     """
+    workers = numbers.workers(workers)
+    if slug_or_none is not None:
+        ws.dataset(slug_or_none)  # a bad name is refused before the source is read
     store = open_store(src)
     store.check()
     remote = store.list_objects()
@@ -81,12 +91,14 @@ def pull(ws: Workspace, slug_or_none: str | None, src: str, progress: ProgressFn
     if not slug or slugify(slug) != slug:
         raise UserError(f"{slug!r} cannot name a dataset folder: pass --dataset with letters, digits and dashes")
     dataset = ws.dataset(slug)
-    _refuse_other_dataset(dataset, manifest)
-    names = [name for name in remote if name != MANIFEST and _safe_name(name)]
-    stats = {"slug": slug, "src": store.spec, "files": len(names) + 1, "downloaded": 0, "skipped": 0, "bytes": 0}
-    _parallel(names, lambda name: _pull_one(store, name, remote[name], dataset.path), stats, stats["files"],
-              progress, workers)
-    dataset.save({**manifest, "slug": slug})
+    with dataset.lock("pull", wait=wait):
+        _refuse_other_dataset(dataset, manifest)
+        names = [name for name in remote if name != MANIFEST and _safe_name(name)]
+        _refuse_replacing_used(ws, dataset, {name: remote[name] for name in names})
+        stats = {"slug": slug, "src": store.spec, "files": len(names) + 1, "downloaded": 0, "skipped": 0, "bytes": 0}
+        _parallel(names, lambda name: _pull_one(store, name, remote[name], dataset.path), stats, stats["files"],
+                  progress, workers)
+        dataset.save({**manifest, "slug": slug})
     stats["downloaded"] += 1
     if progress:
         progress(stats["files"], stats["files"], f"{stats['downloaded']} downloaded, {stats['skipped']} skipped")
@@ -139,7 +151,7 @@ def _push_one(store: ImageStore, path: Path, name: str, remote: ObjectInfo | Non
 
 def _pull_one(store: ImageStore, name: str, info: ObjectInfo, folder: Path) -> tuple[str, int]:
     target = folder / name
-    if target.is_file() and target.stat().st_size == info.size and (info.md5 is None or file_md5(target) == info.md5):
+    if target.is_file() and _same(target, info):
         return "skipped", 0
 
     def check(part: PartFile) -> None:
@@ -178,6 +190,21 @@ def _refuse_other_dataset(dataset: DatasetDir, manifest: dict) -> None:
                         "pull it under another name with --dataset")
 
 
+def _refuse_replacing_used(ws: Workspace, dataset: DatasetDir, remote: dict[str, ObjectInfo]) -> None:
+    """Pulling over files that differ, into a dataset runs trained on, would change their data: refuse."""
+    if not dataset.path.is_dir() or not ws.runs_using(dataset):
+        return
+    for name, info in remote.items():
+        target = dataset.path / name
+        if target.is_file() and not _same(target, info):
+            ws.refuse_replacing(dataset, f"the pull would replace files such as {name}, so delete those runs "
+                                         "first, or pull under another --dataset name")
+
+
+def _same(path: Path, info: ObjectInfo) -> bool:
+    return path.stat().st_size == info.size and (info.md5 is None or file_md5(path) == info.md5)
+
+
 def _safe_name(name: str) -> bool:
     """Object names become paths: nothing absolute, no ``..``, no temp names."""
     parts = PurePosixPath(name).parts
@@ -202,6 +229,8 @@ def register(subparsers) -> None:
     pull_parser.add_argument("--from", dest="src", required=True, help="gs://bucket/prefix or a folder")
     pull_parser.add_argument("--dataset", help="local name (default: the slug in the remote dataset.json)")
     pull_parser.add_argument("--workers", type=int, default=8, help="concurrent downloads (default 8)")
+    pull_parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                             help="wait this long while another process writes the dataset (default: refuse at once)")
     pull_parser.set_defaults(func=_pull_main)
 
 
@@ -216,7 +245,8 @@ def _push_main(args: argparse.Namespace) -> int:
 
 def _pull_main(args: argparse.Namespace) -> int:
     ws = Workspace.open(getattr(args, "workspace", None))
-    stats = pull(ws, args.dataset, args.src, tqdm_progress("pull", unit="file"), workers=args.workers)
+    stats = pull(ws, args.dataset, args.src, tqdm_progress("pull", unit="file"), workers=args.workers,
+                 wait=args.wait)
     print(f"{stats['downloaded']} downloaded ({stats['bytes']:,} bytes), {stats['skipped']} already there, "
           f"into dataset {stats['slug']}")
     return 0

@@ -5,6 +5,11 @@ depiction, cap, negatives), join image info for the kept ImageIDs, and write box
 images.parquet, dataset.json and transfer.tsv. Everything is written into a temporary folder
 that is renamed at the end, so a failed build leaves nothing half-written.
 
+A build holds the dataset's lock (``DatasetDir.lock``) from start to end; its temporary folder is
+``datasets/.<slug>.building-<pid>-*``, so the next build removes the folders of builds that died
+(``kill -9``) and never one of a live build, and puts back a dataset whose replacement was killed
+between its renames. A dataset that runs trained on is never replaced (their data link would dangle).
+
 Policies are decided per image where dropping a box would turn a real object into background
 (group-of "drop-image", depiction "drop"); -1 flags mean unknown and are never treated as 1 or 0.
 """
@@ -14,6 +19,7 @@ import argparse
 import datetime as dt
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -22,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.openimages import classes as oiclasses
+from pipeline import numbers
 from pipeline.openimages import metadata, oicsv
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
@@ -54,6 +61,10 @@ POLICY_NOTES = {
 }
 TRANSFER_HEADER = "TsvHttpData-1.0"
 EXAMPLES = 5
+MAX_NEGATIVES = 100.0  # negative images per positive image
+BAD_NAME = re.compile(r"[/\\\x00-\x1f\x7f]|(^|\s)\.\.($|\s)")  # a path, NUL or a control character
+# Folders of a build in progress (``building``) or of the dataset it replaces (``old``), by builder pid.
+LEFTOVER = re.compile(r"\.(?P<slug>[^.]+)\.(?P<kind>building|old)-(?P<pid>\d+)(?:-.*)?")
 SPLIT_SEED_OFFSET = {"train": 0, "validation": 1, "test": 2}
 
 
@@ -226,7 +237,10 @@ def _write_outputs(dataset: DatasetDir, manifest: dict, boxes: pd.DataFrame, ima
 
 
 def _install(tmp: Path, dest: Path) -> None:
-    """Move the finished build into place; an overwritten dataset's downloaded pixels are kept."""
+    """Move the finished build into place; an overwritten dataset's downloaded pixels are kept.
+
+    A kill between the renames leaves ``.<slug>.old-<pid>``; :func:`clean_leftovers` puts it back.
+    """
     if dest.exists():
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
         os.replace(dest, old)
@@ -239,20 +253,95 @@ def _install(tmp: Path, dest: Path) -> None:
         os.replace(tmp, dest)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_leftovers(ws: Workspace, slug: str) -> list[str]:
+    """Remove what dead builds left in ``datasets/``; call it holding the lock of ``slug``.
+
+    ``.<slug>.old-<pid>`` (a replacement killed between its renames) is put back as ``<slug>``
+    with its originals when ``<slug>`` is missing, else removed; ``.<slug>.building-*`` folders are
+    removed (no build of ``slug`` is live while its lock is held); other datasets' build folders
+    only when their builder pid is gone. Returns the names removed or restored.
+    """
+    dest = ws.dataset(slug).path
+    found = [(LEFTOVER.fullmatch(p.name), p) for p in sorted(ws.datasets_dir.iterdir())] \
+        if ws.datasets_dir.is_dir() else []
+    found = [(m, p) for m, p in found if m and p.is_dir() and not p.is_symlink()]
+    done = []
+    for match, path in found:  # first put back a dataset whose replacement died halfway
+        if match["slug"] == slug and match["kind"] == "old":
+            building = [p for m, p in found if m["slug"] == slug and m["kind"] == "building" and m["pid"] == match["pid"]]
+            _restore(path, dest, building)
+            done.append(path.name)
+    for match, path in found:
+        mine = match["slug"] == slug
+        if match["kind"] == "building" and (mine or not _alive(int(match["pid"]))) and path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(path.name)
+    if done:
+        log.info("cleaned up after builds that did not finish: %s", ", ".join(done))
+    return done
+
+
+def _restore(old: Path, dest: Path, building: list[Path]) -> None:
+    """``old`` back to ``dest`` (its originals too, wherever the dead build moved them), or drop it."""
+    originals = DatasetDir(old).originals
+    moved = [DatasetDir(b).originals for b in building if DatasetDir(b).originals.is_dir()]
+    if dest.exists():  # the new folder was in place: only the old one's removal was cut short
+        if originals.is_dir() and not DatasetDir(dest).originals.exists():
+            os.replace(originals, DatasetDir(dest).originals)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    if moved and not originals.exists():
+        os.replace(moved[0], originals)
+    os.replace(old, dest)
+    log.warning("dataset %s is back as it was: its replacement was killed halfway", dest.name)
+
+
+def check_name(name: str) -> str:
+    """A dataset name as typed (``--name``): it is slugified into a folder name, never used as a path.
+
+    Raises:
+        UserError: a path (``/``, ``\\``, ``..``), NUL or control characters, or nothing to make a folder name of.
+    """
+    text = str(name)
+    if BAD_NAME.search(text):
+        raise UserError(f"dataset name {text[:60]!r} is not allowed: no '/', '\\', '..' or control characters "
+                        "(it becomes a folder name)")
+    try:
+        return slugify(text)
+    except ValueError as err:
+        raise UserError(str(err)) from err
+
+
 # --------------------------------------------------------------------------- the builder
 
 
 def build_dataset(ws: Workspace, classes: list[str], *, children: str = "merge", group_of: str = "keep",
                   depiction: str = "keep", max_images: int | None = None, negatives: float = 0.0,
                   name: str | None = None, overwrite: bool = False, seed: int = 0,
-                  progress: ProgressFn = None) -> dict:
+                  progress: ProgressFn = None, wait: float = 0) -> dict:
     """Build ``datasets/<slug>/`` for ``classes`` (names or MIDs) and return its manifest.
 
+    Args:
+        wait: seconds to wait while another process writes the dataset (default: refuse at once).
+
     Raises:
-        UserError: unknown class or policy, missing metadata, bad CSV, or the dataset exists
-            and ``overwrite`` is False.
+        UserError: unknown class or policy, numbers out of range, missing metadata, bad CSV, the
+            dataset exists and ``overwrite`` is False, runs use the dataset to be replaced, or
+            another process is writing it.
     """
     opts = _check_options(children, group_of, depiction, max_images, negatives, seed)
+    if name is not None:
+        ws.dataset(check_name(name))  # a bad name is refused before anything is read
     table = oiclasses.load_classes(ws)
     needed = children != "none" or (ws.metadata_dir / oiclasses.HIERARCHY_FILE).exists()
     hierarchy = oiclasses.load_hierarchy(ws) if needed else {}
@@ -262,13 +351,19 @@ def build_dataset(ws: Workspace, classes: list[str], *, children: str = "merge",
         entry["picked"] = entry["mid"] in picked
     opts["negatives_for"] = negative_mids([c["mid"] for c in class_list if c["picked"]], hierarchy)
     name = name or " ".join(c["name"] for c in class_list if c["picked"])
-    try:
-        slug = slugify(name)
-    except ValueError as err:
-        raise UserError(str(err)) from err
-    dest = ws.dataset(slug).path
-    if dest.exists() and any(dest.iterdir()) and not overwrite:
-        raise UserError(f"dataset {slug!r} already exists at {dest}: pick another --name or use --overwrite")
+    dataset = ws.dataset(check_name(name))
+    with dataset.lock("build", wait=wait):
+        clean_leftovers(ws, dataset.slug)
+        return _build_locked(ws, dataset, name, class_list, opts, overwrite, progress)
+
+
+def _build_locked(ws: Workspace, dataset: DatasetDir, name: str, class_list: list[dict], opts: dict,
+                  overwrite: bool, progress: ProgressFn) -> dict:
+    slug, dest = dataset.slug, dataset.path
+    if dest.exists() and any(dest.iterdir()):
+        if not overwrite:
+            raise UserError(f"dataset {slug!r} already exists at {dest}: pick another --name or use --overwrite")
+        ws.refuse_replacing(dataset, "delete those runs first, or build under another --name")
     splits = [s for s in metadata.SPLITS if (ws.metadata_dir / metadata.BOX_FILES[s]).exists()]
     if not splits:
         raise UserError(f"no box files in {ws.metadata_dir}: run `python -m pipeline metadata download`")
@@ -277,11 +372,13 @@ def build_dataset(ws: Workspace, classes: list[str], *, children: str = "merge",
         results[split] = _build_split(ws, split, class_list, opts, _stage(progress, step, len(splits), split))
     manifest = _manifest(name, slug, class_list, opts, results)
     ws.datasets_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}.building-", dir=ws.datasets_dir))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}.building-{os.getpid()}-", dir=ws.datasets_dir))
     tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is an ordinary folder
     try:
         _write_outputs(DatasetDir(tmp), manifest, pd.concat([r["boxes"] for r in results.values()], ignore_index=True),
                        pd.concat([r["images"] for r in results.values()], ignore_index=True))
+        if dest.exists():  # a run may have been created on it while this build read the files
+            ws.refuse_replacing(dataset, "delete those runs first, or build under another --name")
         _install(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -295,11 +392,11 @@ def _check_options(children, group_of, depiction, max_images, negatives, seed) -
     for key, value in opts.items():
         if value not in CHOICES[key]:
             raise UserError(f"{key.replace('_', '-')} must be one of {', '.join(CHOICES[key])}, not {value!r}")
-    if max_images is not None and (int(max_images) != max_images or max_images < 1):
-        raise UserError(f"max-images must be a whole number of at least 1, not {max_images!r}")
-    if not (negatives >= 0):
-        raise UserError(f"negatives must be a fraction ≥ 0 (0.5 = half as many as positive images), not {negatives!r}")
-    return {**opts, "max_images": max_images, "negatives": float(negatives), "seed": int(seed)}
+    if max_images is not None:
+        max_images = numbers.whole(max_images, "--max-images", 1, 10**9, " (positive images per split)")
+    negatives = numbers.real(negatives, "--negatives", 0.0, MAX_NEGATIVES,
+                             hint=" (a fraction of the positive images: 0.5 = half as many)")
+    return {**opts, "max_images": max_images, "negatives": negatives, "seed": numbers.seed(seed)}
 
 
 def _stage(progress: ProgressFn, step: int, steps: int, split: str):
@@ -352,7 +449,7 @@ def _run(args: argparse.Namespace) -> int:
     manifest = build_dataset(ws, args.classes, children=args.children, group_of=args.group_of,
                              depiction=args.depiction, max_images=args.max_images, negatives=args.negatives,
                              name=args.name, overwrite=args.overwrite, seed=args.seed,
-                             progress=tqdm_progress("build"))
+                             progress=tqdm_progress("build"), wait=args.wait)
     print(", ".join(f"{c['index']}: {c['name']} ({' '.join(c['members'])})" for c in manifest["classes"]))
     print(format_counts(manifest["counts"]))
     print(f"dataset: {ws.dataset(manifest['slug']).path}")
@@ -376,4 +473,6 @@ def register(subparsers) -> None:
     parser.add_argument("--name", help="dataset name (default: the class names)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cap and negative sampling")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that name")
+    parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                        help="wait this long while another process writes the dataset (default: refuse at once)")
     parser.set_defaults(func=_run)

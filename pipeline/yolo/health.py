@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.yolo.anchors import cfg_anchors, kmeans_anchors
+from pipeline import numbers
 from pipeline.boxes import clip_xyxy_rel
 from pipeline.cli import UserError
 from pipeline.dataset import SPLITS
@@ -21,6 +22,7 @@ TINY_PX = 8          # under this (width or height) at network size: below YOLOv
 FLAGS = ("IsOccluded", "IsTruncated", "IsGroupOf", "IsDepiction", "IsInside")
 FLAG_VALUES = {1: "yes", 0: "no", -1: "unknown"}
 DEFAULT_SIZE = 416
+MAX_ANCHORS = 100
 
 
 def load_tables(ws: Workspace, slug: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -31,8 +33,23 @@ def load_tables(ws: Workspace, slug: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.read_parquet(dataset.images_path), pd.read_parquet(dataset.boxes_path)
 
 
+def check_size(size) -> int:
+    """The network size tables are drawn at: a whole number of pixels from 32 to 4096.
+
+    Raises:
+        UserError: anything else (NaN, infinity, 0, negative, huge).
+    """
+    return numbers.whole(size, "--size", 32, 4096, " (network pixels)")
+
+
+def check_anchors(k) -> int:
+    """A number of anchors: a whole number from 1 to 100 (6 for yolov3-tiny, 9 for yolov3)."""
+    return numbers.whole(k, "--anchors", 1, MAX_ANCHORS, " (6 for yolov3-tiny, 9 for yolov3)")
+
+
 def box_table(boxes: pd.DataFrame, size: int = DEFAULT_SIZE) -> pd.DataFrame:
     """One row per box: ImageID, ClassIndex, WidthPx, HeightPx, Aspect (w / h), Tiny, from ``xyxy_rel``."""
+    size = check_size(size)
     xyxy = clip_xyxy_rel(boxes[["XMin", "YMin", "XMax", "YMax"]].to_numpy(dtype=np.float64))
     return _sizes(boxes["ImageID"].astype(str).to_numpy(), boxes["ClassIndex"].to_numpy(),
                   (xyxy[:, 2] - xyxy[:, 0]) * size, (xyxy[:, 3] - xyxy[:, 1]) * size)
@@ -40,6 +57,7 @@ def box_table(boxes: pd.DataFrame, size: int = DEFAULT_SIZE) -> pd.DataFrame:
 
 def written_labels(ws: Workspace, slug: str, size: int = DEFAULT_SIZE) -> pd.DataFrame:
     """The boxes of the written ``yolo/*.txt`` files as a :func:`box_table` (empty before prepare)."""
+    size = check_size(size)
     yolo = ws.dataset(slug).yolo
     ids, classes, boxes = [], [np.zeros(0, np.int64)], [np.zeros((0, 4))]
     for path in sorted(yolo.glob("*.txt")) if yolo.is_dir() else []:
@@ -115,7 +133,13 @@ def split_table(parts: dict[str, list[str]] | None, boxes: pd.DataFrame) -> pd.D
 
 
 def anchors_for(table: pd.DataFrame, k: int, seed: int = 0) -> tuple[np.ndarray, float]:
-    """:func:`pipeline.yolo.anchors.kmeans_anchors` over a box table's (WidthPx, HeightPx)."""
+    """:func:`pipeline.yolo.anchors.kmeans_anchors` over a box table's (WidthPx, HeightPx).
+
+    Raises:
+        UserError: ``k`` not a whole number from 1 to 100, or a seed outside 0..2**32-1.
+        ValueError: fewer usable boxes than ``k``.
+    """
+    k, seed = check_anchors(k), numbers.seed(seed)
     return kmeans_anchors(table[["WidthPx", "HeightPx"]].to_numpy(), k, seed=seed)
 
 
@@ -133,7 +157,8 @@ def _cli(args) -> int:
     ws = Workspace.open(getattr(args, "workspace", None))
     dataset = ws.dataset(args.dataset)
     manifest = dataset.load({}) or {}
-    size = args.size or dataset.prepared_size() or DEFAULT_SIZE
+    size = check_size(args.size if args.size is not None else dataset.prepared_size() or DEFAULT_SIZE)
+    check_anchors(args.anchors), numbers.seed(args.seed)  # before the tables are read
     images, boxes = load_tables(ws, args.dataset)
     labels = written_labels(ws, args.dataset, size)
     table = labels if len(labels) else box_table(boxes, size)

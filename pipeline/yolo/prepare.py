@@ -19,9 +19,14 @@
   The key lives inside the file it describes, so a SIGKILL can never leave key and file disagreeing.
 - Work is chunked onto a ``concurrent.futures.Executor`` (a process pool by default; a Dask
   executor works too). Each image's bytes depend only on its inputs, never on the worker count.
+  The pool's workers end with the process that made them (``kill -9`` of prepare leaves nothing).
+- One writer per dataset (``DatasetDir.lock``): a second prepare, split, build or fetch of the same
+  dataset is refused with the first one's pid; a full disk is one sentence, prepared files kept.
 """
 from __future__ import annotations
 
+import ctypes
+import errno
 import functools
 import hashlib
 import json
@@ -29,6 +34,9 @@ import logging
 import math
 import multiprocessing
 import os
+import select
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -42,9 +50,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.boxes import clip_xyxy_rel, xyxy_rel_to_cxcywh_rel, xyxy_rel_to_letterbox_xyxy_rel
+from pipeline import numbers
 from pipeline.cli import UserError
 from pipeline.images.imageio import ImageDecodeError, decode_bgr, image_size
 from pipeline.progress import ProgressFn
+from pipeline.transfer import disk_full_error
 from pipeline.atomic import read_json, write_json
 from pipeline.dataset import DatasetDir
 from pipeline.yolo.labels import format_labels
@@ -60,6 +70,8 @@ MIN_BOX_PX = 1.0             # boxes narrower or lower than this at network size
 MARKER_PREFIX = b"studio-prepare"
 MAX_CHUNK = 64               # images per task: big enough to make IPC cheap, small enough to balance
 BOX_COLUMNS = ["ClassIndex", "XMin", "YMin", "XMax", "YMax"]  # → rows of (class, xyxy_rel)
+PR_SET_PDEATHSIG = 1         # <linux/prctl.h>
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ def prepare_dataset(
     workers: int | None = None,
     executor: Executor | None = None,
     progress: ProgressFn = None,
+    wait: float = 0,
 ) -> dict:
     """Resize every original of a dataset and write its YOLO label; resumable.
 
@@ -123,25 +136,33 @@ def prepare_dataset(
         workers: processes of the default pool (default: all cores); 1 runs in this process.
         executor: any ``concurrent.futures.Executor`` to use instead (not shut down here).
         progress: ``progress(done, total, message)``.
+        wait: seconds to wait while another process writes the dataset (default: refuse at once).
 
     Returns:
         The summary also written to ``prepare.json`` and to dataset.json's ``"prepare"`` key.
 
     Raises:
-        UserError: the dataset does not exist or the settings are out of range.
+        UserError: the dataset does not exist, the settings are out of range, another process is
+            writing the dataset (:class:`pipeline.locks.Busy`), or the disk is full.
     """
     settings = _check_settings(size, letterbox, quality)
-    if workers is not None and int(workers) < 1:
-        raise UserError(f"--workers {workers} must be at least 1 (leave it out to use every core)")
+    if workers is not None:
+        workers = numbers.whole(workers, "--workers", 1, numbers.WORKERS_MAX, " (leave it out to use every core)")
     dataset = ws.dataset(slug)
     _check_built(dataset)
-    tasks = _tasks(dataset)
-    _remove_orphaned_temp_files(dataset.yolo)
-    started = time.time()
-    results = _run(tasks, settings, dataset.path, workers, executor, progress)
-    summary = _summary(results, settings, time.time() - started)
-    write_json(dataset.prepare_json, summary)
-    dataset.update(prepare=summary)  # re-reads: keeps others' keys fresh
+    with dataset.lock("prepare", wait=wait):
+        try:
+            tasks = _tasks(dataset)
+            _remove_orphaned_temp_files(dataset.yolo)
+            started = time.time()
+            results = _run(tasks, settings, dataset.path, workers, executor, progress)
+            summary = _summary(results, settings, time.time() - started)
+            write_json(dataset.prepare_json, summary)
+            dataset.update(prepare=summary)  # re-reads: keeps others' keys fresh
+        except OSError as err:
+            if err.errno in DISK_FULL:
+                raise disk_full_error(dataset.path) from err
+            raise
     return summary
 
 
@@ -159,11 +180,12 @@ def prepared_ids(ws: Workspace, slug: str) -> list[str]:
 
 
 def _check_settings(size: int, letterbox: bool, quality: int) -> Settings:
-    if not 32 <= int(size) <= 4096 or int(size) % 32:
+    why = " (a multiple of 32 between 32 and 4096: darknet needs that)"
+    size = numbers.whole(size, "--size", 32, 4096, why)
+    if size % 32:
         raise UserError(f"network size {size} must be a multiple of 32 between 32 and 4096 (darknet needs that)")
-    if not 1 <= int(quality) <= 100:
-        raise UserError(f"JPEG quality {quality} must be between 1 and 100")
-    return Settings(size=int(size), letterbox=bool(letterbox), quality=int(quality))
+    quality = numbers.whole(quality, "--quality", 1, 100, " (JPEG quality)")
+    return Settings(size=size, letterbox=bool(letterbox), quality=quality)
 
 
 def _check_built(dataset: DatasetDir) -> None:
@@ -205,8 +227,54 @@ def _run(tasks, settings: Settings, folder: Path, workers, executor, progress: P
         return results
     if executor is not None:
         return _run_on(executor, tasks, settings, folder, workers, progress)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_end_with,
+                             initargs=(os.getpid(),)) as pool:
         return _run_on(pool, tasks, settings, folder, workers, progress)
+
+
+def _end_with(parent: int) -> None:
+    """Pool initializer: this worker ends when ``parent`` (the process that made the pool) ends.
+
+    A worker waits on its task queue, whose write end it holds itself, so it never notices its
+    parent die: without this, ``kill -9`` of prepare leaves the workers behind (and with them the
+    forkserver and resource tracker, which wait for the workers). On Linux PR_SET_PDEATHSIG kills a
+    worker forked straight from ``parent``; a thread waiting on ``parent`` (a pidfd, else polling)
+    covers forkserver workers, whose parent is the forkserver, and other systems.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    threading.Thread(target=_exit_when_gone, args=(parent,), name="parent-watch", daemon=True).start()
+
+
+def _exit_when_gone(pid: int) -> None:
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here (old kernel, seccomp): poll
+        while _alive(pid):
+            time.sleep(0.25)
+        os._exit(1)
+    select.select([pidfd], [], [])  # readable once the process has exited
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _pool_context():
@@ -230,10 +298,15 @@ def _run_on(pool: Executor, tasks, settings: Settings, folder: Path, workers: in
         for i in range(0, total, chunk_size)
     ]
     results: list[ImageResult] = []
-    for future in as_completed(futures):
-        results.extend(future.result())
-        if progress:
-            progress(len(results), total, f"{len(results)}/{total} images")
+    try:
+        for future in as_completed(futures):
+            results.extend(future.result())
+            if progress:
+                progress(len(results), total, f"{len(results)}/{total} images")
+    except BaseException:  # a full disk, Ctrl-C: do not start the chunks still queued
+        for future in futures:
+            future.cancel()
+        raise
     return sorted(results, key=lambda r: r.image_id)
 
 
@@ -437,6 +510,8 @@ def register(subparsers) -> None:
     parser.add_argument("--letterbox", action="store_true", help="keep aspect ratio and pad instead of stretching")
     parser.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help="JPEG quality (default 90)")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                        help="wait this long while another process writes the dataset (default: refuse at once)")
     parser.set_defaults(func=_cli)
 
 
@@ -445,7 +520,8 @@ def _cli(args) -> int:
 
     ws = Workspace.open(getattr(args, "workspace", None))
     summary = prepare_dataset(ws, args.dataset, size=args.size, letterbox=args.letterbox, quality=args.quality,
-                              workers=args.workers, progress=tqdm_progress("prepare", unit="img"))
+                              workers=args.workers, progress=tqdm_progress("prepare", unit="img"),
+                              wait=args.wait)
     print(f"{summary['prepared']} of {summary['images']} images prepared "
           f"({summary['written']} written, {summary['kept']} up to date, {summary['relabelled']} relabelled); "
           f"{summary['boxes']} boxes, {summary['empty_labels']} empty label files, "

@@ -20,6 +20,7 @@ import time
 
 import pandas as pd
 
+from pipeline import numbers
 from pipeline.cli import UserError
 from pipeline.yolo.prepare import prepared_ids
 from pipeline.atomic import atomic_write_text, write_json
@@ -75,7 +76,7 @@ def assign_official_splits(images: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def split_dataset(ws: Workspace, slug: str, ratios=DEFAULT_RATIOS, seed: int = 0, official: bool = False,
-                  stable: bool = False) -> dict:
+                  stable: bool = False, wait: float = 0) -> dict:
     """Write ``splits/{train,valid,test}.txt`` (lines ``yolo/<ImageID>.jpg``) and ``split.json``.
 
     Only images whose ``yolo/<ImageID>.jpg`` and ``.txt`` both exist are listed. By default the
@@ -83,10 +84,21 @@ def split_dataset(ws: Workspace, slug: str, ratios=DEFAULT_RATIOS, seed: int = 0
     when images are added (see the module docstring for the trade-off).
 
     Raises:
-        UserError: ratios that are not three positive numbers summing to 1, a missing dataset,
-            or a split that would be empty.
+        UserError: ratios that are not three positive numbers summing to 1, a seed outside
+            0..2**32-1, a missing dataset, a split that would be empty, or another process writing
+            the dataset (after ``wait`` seconds).
     """
     ratios = _check_ratios(ratios)
+    seed = numbers.seed(seed)
+    dataset = ws.dataset(slug)
+    if not dataset.images_path.is_file():  # refused before taking its lock (no lock file for a typo)
+        raise UserError(f"there is no dataset {slug!r} in this workspace: build it first")
+    with dataset.lock("split", wait=wait):
+        return _split_locked(ws, slug, ratios, seed, official, stable)
+
+
+def _split_locked(ws: Workspace, slug: str, ratios: tuple[float, float, float], seed: int, official: bool,
+                  stable: bool) -> dict:
     dataset = ws.dataset(slug)
     images = _prepared_images(ws, slug)
     if official:
@@ -120,7 +132,10 @@ def read_split(ws: Workspace, slug: str) -> dict[str, list[str]] | None:
 
 
 def _check_ratios(ratios) -> tuple[float, float, float]:
-    values = tuple(float(r) for r in ratios)
+    try:
+        values = tuple(float(r) for r in ratios)
+    except (TypeError, ValueError):
+        raise UserError(f"ratios {ratios!r} must be three numbers (train valid test) summing to 1") from None
     if len(values) != 3:
         raise UserError(f"give three ratios (train valid test), not {len(values)}")
     if any(not math.isfinite(r) or r <= 0 for r in values):

@@ -77,3 +77,17 @@ def wait_state(run_dir: Path, *states: str, timeout: float = 20, poll: float = 0
     log = run_dir / "train_log.txt"
     tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
     raise AssertionError(f"run never reached {states}: {jobs.status(run_dir)}; log tail: {tail}")
+
+
+def write_weights(path: Path, seen: int = 0) -> Path:
+    """A weights file of exactly the size the run's model.cfg implies (header + zero weights, sparse).
+
+    ``path`` is inside the run's ``backup/``; its header says ``seen`` images were trained on.
+    """
+    import struct
+
+    floats = rundir.RunDir(Path(path).parent.parent).weight_floats()
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<3iQ", 0, 2, 0, seen))
+        handle.truncate(20 + 4 * (floats or 0))
+    return Path(path)
