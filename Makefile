@@ -6,17 +6,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 WORKSPACE := $(or $(STUDIO_WORKSPACE),workspace)
 PORT ?= 8501
+PIP_LOG := $(VENV)/pip.log
+# Quiet pip: no progress, no version check; its warnings (e.g. a configured find-links folder that
+# does not exist, once per requirement) go to $(PIP_LOG), shown only when the install fails.
+PIP_INSTALL = $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 SYSTEM_PACKAGES := darknet chromium chromium-driver
 
 .PHONY: run test demo bench system-deps clean-venv
 
 $(VENV)/.run-deps: requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@echo "Installing requirements.txt into $(VENV) (pip's messages: $(PIP_LOG))"
+	@$(PIP_INSTALL) -r requirements.txt >>$(PIP_LOG) 2>&1 || { tail -n 30 $(PIP_LOG); exit 1; }
 	@touch $@
 
 $(VENV)/.test-deps: $(VENV)/.run-deps requirements-test.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	@echo "Installing requirements-test.txt into $(VENV) (pip's messages: $(PIP_LOG))"
+	@$(PIP_INSTALL) -r requirements-test.txt >>$(PIP_LOG) 2>&1 || { tail -n 30 $(PIP_LOG); exit 1; }
 	@touch $@
 
 ## run: serve the studio on http://localhost:$(PORT) (generates the demo workspace on first use)
@@ -24,7 +30,14 @@ run: $(VENV)/.run-deps
 	@if [ -z "$$STUDIO_WORKSPACE" ] && [ ! -d "$(WORKSPACE)/metadata" ]; then \
 		echo "No workspace configured: generating the demo workspace in $(WORKSPACE)"; \
 		$(PY) -m pipeline demo --workspace "$(WORKSPACE)" --if-missing; fi
-	STUDIO_WORKSPACE="$(abspath $(WORKSPACE))" $(PY) -m streamlit run dashboard/app.py --server.port $(PORT)
+	@# Streamlit in the background so the last line printed is the address, once it answers.
+	@STUDIO_WORKSPACE="$(abspath $(WORKSPACE))" $(PY) -m streamlit run dashboard/app.py --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null; exit 0' INT TERM; \
+	until $(PY) -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$(PORT)/_stcore/health', timeout=1)" 2>/dev/null; do \
+		kill -0 $$pid 2>/dev/null || exit 1; sleep 0.3; done; \
+	echo; echo "==> The studio is running at http://localhost:$(PORT)  (workspace: $(abspath $(WORKSPACE)); Ctrl+C stops it)"; echo; \
+	wait $$pid
 
 ## demo: (re)generate the demo workspace only
 demo: $(VENV)/.run-deps

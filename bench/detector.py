@@ -7,7 +7,7 @@ Prints wall time of each step, seconds/iteration and mAP@0.5 per saved weights; 
 baseline is the row to beat. Target on 2 CPU cores (Debian darknet): test mAP@0.5 ≥ 0.6 with training
 ≤ 600 s wall.
 
-    .venv/bin/python bench/detector.py [--size 128] [--minutes 8] [--keep DIR]
+    .venv/bin/python bench/detector.py [--size 192] [--minutes 8] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def run(ws: Path, package: str, *argv: str) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=128, help="prepare size (the quick preset trains at it)")
+    parser.add_argument("--size", type=int, default=192, help="prepare size (the quick preset trains at it)")
     parser.add_argument("--minutes", type=float, default=None, help="quick preset time budget")
     parser.add_argument("--keep", help="keep the workspace in this folder")
     args = parser.parse_args()
@@ -53,7 +53,6 @@ def main() -> None:
         steps["prepare"], _ = run(ws, "pipeline", "prepare", "--dataset", "boat", "--size", str(args.size))
         steps["split"], _ = run(ws, "pipeline", "split", "--dataset", "boat")
         extra = ["--minutes", str(args.minutes)] if args.minutes else []
-        steps["weights"], _ = run(ws, "darknet_runner", "weights", "download", "yolov3-tiny.conv.15")
         steps["train"], out = run(ws, "darknet_runner", "train", "--dataset", "boat", "--run-id", "bench", *extra)
         run_dir = RunDir(Workspace(ws).run_dir("bench"))
         manifest = run_dir.load()

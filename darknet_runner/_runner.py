@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from darknet_runner import runstate
+from darknet_runner import process, runstate
 from darknet_runner.rundir import EXIT_NAME, LOG_NAME, PID_NAME, RESERVE_NAME
 from pipeline.atomic import atomic_write_text
 
@@ -49,7 +49,13 @@ def _reserve(path: Path) -> None:
 def _record(run_dir: Path, code: int) -> None:
     """run.json, then ``exit_code`` (the last act): after freeing the reserve, so a disk darknet filled
     still takes them; what cannot be written is said on stderr and the status derives it from the files."""
+    try:
+        full = os.statvfs(run_dir).f_bavail == 0
+    except OSError:
+        full = False
     (run_dir / RESERVE_NAME).unlink(missing_ok=True)
+    if full:  # darknet ignores its failed writes: this line is how the status learns why its files are short
+        _say("the disk was full when darknet ended (No space left on device)")
     try:
         runstate.record_end(run_dir, code)
     except Exception as err:  # noqa: BLE001 - the exit code must be written whatever happens here
@@ -64,6 +70,7 @@ def run(run_dir: Path, command: list[str], answer_yes: bool) -> int:
     """Run ``command`` in ``run_dir`` with output appended to the log; returns its exit code."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _forward_only)
+    process.no_core_dumps_here()  # a crash leaves no core file of hundreds of MB in the run folder
     atomic_write_text(run_dir / PID_NAME, f"{os.getpid()}\n")
     _reserve(run_dir / RESERVE_NAME)
     with open(run_dir / LOG_NAME, "ab", buffering=0) as log:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +105,9 @@ def _start(run_dir: Path, *, weights: str | None, skip_preflight: bool) -> RunSt
         rundir.RunDir(run_dir).update(**{key: run.get(key) for key in launch})  # nothing was launched
         raise
     atomic_write_text(run_dir / PID_NAME, f"{child.pid}\n")  # the runner writes it too; no window without one
+    # The runner is our child: wait for it in the background, or a long-lived launcher (the dashboard's
+    # server) keeps it as a <defunct> zombie after it ends. Its state is read from files, not from here.
+    threading.Thread(target=child.wait, name=f"reap-runner-{child.pid}", daemon=True).start()
     log.info("started %s (pid %d): %s", run_dir.name, child.pid, " ".join(command))
     return status(run_dir)
 

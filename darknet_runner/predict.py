@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from darknet_runner import cfg as cfgmod
-from darknet_runner import rundir
+from darknet_runner import process, rundir
 from darknet_runner.rundir import RunDir
 from darknet_runner.binary import PJREDDIE, DarknetNotFound, describe, find_darknet
 from pipeline.boxes import xyxy_px_1based_to_xyxy_rel
@@ -82,10 +82,13 @@ def _run_valid(run_dir: Path, weights: Path, split: str, total: int, progress: P
     data.write_text(f"classes={len(RunDir(run_dir).class_names())}\nvalid={rundir.LISTS[split]}\nnames=obj.names\n"
                     f"results={results.as_posix()}\nbackup={rundir.BACKUP_DIR}\n", encoding="utf-8")
     argv = [info.path, "detector", "valid", data.name, rundir.CFG_NAME, os.path.relpath(weights, run_dir)]
+    bad_list = run_dir / rundir.BAD_LIST
+    bad_before = bad_list.stat().st_size if bad_list.is_file() else None
     try:
         code, output = _stream(argv, run_dir, total, progress)
     finally:
         data.unlink(missing_ok=True)
+        _restore(bad_list, bad_before)
     fatal = _FATAL.search(output)
     if fatal or code != 0 or not any((run_dir / results).glob(f"{RESULT_PREFIX}*.txt")):
         shutil.rmtree(run_dir / results, ignore_errors=True)
@@ -98,13 +101,28 @@ def _run_valid(run_dir: Path, weights: Path, split: str, total: int, progress: P
     return run_dir / results
 
 
+def _restore(bad_list: Path, size: int | None) -> None:
+    """Undo what ``detector valid`` appended to pjreddie's ``bad.list`` (removed if it made the file).
+
+    Its loader writes it through ``system("echo … >> bad.list")``: a shell that can outlive a darknet
+    crashing in another thread, but not the end of its output (it holds the pipe), so it is done here.
+    """
+    try:
+        if size is None:
+            bad_list.unlink(missing_ok=True)
+        elif bad_list.stat().st_size > size:
+            os.truncate(bad_list, size)
+    except OSError as err:
+        log.warning("could not restore %s: %s", bad_list, err)
+
+
 def _stream(argv: list[str], cwd: Path, total: int, progress: ProgressFn) -> tuple[int, str]:
     """Run darknet, report its ``N`` progress lines (images done); return (exit code, all output).
 
     The exit code alone is not trusted (pjreddie exits 0 after ``Couldn't open file``)."""
     lines = []
-    with subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
+    with subprocess.Popen(process.without_core_dumps(argv), cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace") as proc:
         for line in proc.stdout:
             lines.append(line)
             if progress and line.strip().isdigit():

@@ -9,6 +9,25 @@ import os
 import time
 from pathlib import Path
 
+# Runs a command with core dumps off, keeping its pid (exec): a crashing darknet (SIGSEGV and SIGABRT
+# are common) would otherwise leave a core file of hundreds of MB in its working directory, the run folder.
+NO_CORE_SHELL = ("/bin/sh", "-c", 'ulimit -c 0 2>/dev/null; exec "$@"', "darknet")
+
+
+def without_core_dumps(argv: list[str]) -> list[str]:
+    """``argv`` behind a shell that turns core dumps off and execs it (same pid, same output)."""
+    return [*NO_CORE_SHELL, *argv] if os.path.exists(NO_CORE_SHELL[0]) else list(argv)
+
+
+def no_core_dumps_here() -> None:
+    """Turn core dumps off for this process and the children it starts (the training runner)."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))
+    except (ValueError, OSError):
+        pass
+
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state letter, process group) of a live pid from /proc, None when it does not exist."""

@@ -42,6 +42,7 @@ EXIT_NAME = "exit_code"     # darknet's exit code (negative: killed by that sign
 STOPPED_NAME = "stopped"    # written by stop() before it signals: the end is "stopped", not "failed"
 RUNNER_ERR = "runner.err"   # the runner's own stderr (its tracebacks, "No space left on device")
 RESERVE_NAME = ".runner-reserve"  # space the runner frees to record the end on a disk darknet filled
+BAD_LIST = "bad.list"        # pjreddie's OpenCV loader appends each image it cannot load (system("echo … >>"))
 PREDICTIONS_DIR = "predictions"
 METRICS_NAME = "metrics.json"
 WEIGHT_CHOICES = ("best", "last", "final")
@@ -218,8 +219,13 @@ class RunDir:
 
     def saved_weights(self) -> list[Path]:
         """Every weights file darknet saved in ``backup/`` (``*.weights``, ``*.backup``), newest first."""
-        found = [p for p in [*self.backup.glob("*.weights"), *self.backup.glob("*.backup")] if p.is_file()]
-        return sorted(found, key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
+        stamps = {}
+        for path in [*self.backup.glob("*.weights"), *self.backup.glob("*.backup")]:
+            try:
+                stamps[path] = path.stat().st_mtime_ns
+            except OSError:  # a dangling link, or gone since the listing
+                continue
+        return sorted(stamps, key=lambda p: (stamps[p], p.name), reverse=True)
 
     def usable_weights(self) -> tuple[list[Path], list[str]]:
         """The complete weights files of ``backup/`` (newest first) and one sentence per broken one."""
@@ -300,7 +306,11 @@ def open_run(ws: Workspace, run: str | os.PathLike) -> RunDir:
         UserError: no such run.
     """
     candidate = Path(run)
-    if (candidate / RUN_JSON).is_file():
+    try:
+        is_run_folder = (candidate / RUN_JSON).is_file()
+    except OSError:  # a name too long for a path, or one that cannot be read: not a run folder
+        is_run_folder = False
+    if is_run_folder:
         return RunDir(candidate.resolve())
     try:
         by_id = RunDir(ws.run_dir(str(run)))

@@ -87,15 +87,27 @@ def _final_state(code: int | None, iteration: int | None, max_batches: int | Non
     return "failed", f"darknet stopped at iteration {iteration} of {max_batches} without an error message"
 
 
-def _disk_full(run_dir: Path) -> str | None:
-    """What says the disk of the run folder is (or was) full: the OS now, or an ENOSPC the runner saw."""
+def _segment_began(run: dict) -> float | None:
+    """When the current segment was started (epoch seconds), from run.json."""
+    try:
+        return calendar.timegm(time.strptime((run.get("segments") or [])[-1]["started"], "%Y-%m-%dT%H:%M:%SZ"))
+    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
+        return None
+
+
+def _disk_full(run_dir: Path, run: dict) -> str | None:
+    """What says the disk of the run folder is (or was) full: the OS now, or an ENOSPC the runner saw
+    in this segment (``runner.err`` written since it began)."""
     try:
         fs = os.statvfs(run_dir)
         if fs.f_blocks and fs.f_bavail == 0:
             return "the disk holding the run folder has no space left"
     except OSError:
         pass
+    began = _segment_began(run)
     try:
+        if began is not None and (run_dir / RUNNER_ERR).stat().st_mtime < began - 1:
+            return None  # an old segment's complaint
         with open(run_dir / RUNNER_ERR, "rb") as handle:
             handle.seek(max(0, handle.seek(0, os.SEEK_END) - 16384))
             tail = handle.read().decode("utf-8", "replace")
@@ -109,16 +121,15 @@ def _segment_weights(run_dir: Path, run: dict, log: ParsedLog) -> list[Path]:
     """The weights files this segment saved, oldest first: those the log names and those written since it
     began (on a full disk darknet's own ``Saving weights to`` line may be lost)."""
     found = {(run_dir / w["path"]) for w in log.weights}
-    try:
-        segments = run.get("segments") or []
-        began = calendar.timegm(time.strptime(segments[-1]["started"], "%Y-%m-%dT%H:%M:%SZ"))
-    except (KeyError, IndexError, TypeError, ValueError, OverflowError):
-        began = None
-    run_files = rundir.RunDir(run_dir)
-    if began is not None:
-        found.update(p for p in run_files.saved_weights() if p.stat().st_mtime >= began - 1)
-    existing = [p for p in found if p.is_file()]
-    return sorted(existing, key=lambda p: (p.stat().st_mtime_ns, p.name))
+    began = _segment_began(run)
+    stamps = {}
+    for path in {*found, *(rundir.RunDir(run_dir).saved_weights() if began is not None else [])}:
+        try:
+            stamps[path] = path.stat().st_mtime_ns
+        except OSError:  # not there (any more)
+            continue
+    return sorted((p for p, ns in stamps.items() if p in found or ns >= (began - 1) * 1e9),
+                  key=lambda p: (stamps[p], p.name))
 
 
 def storage_reason(run_dir: str | os.PathLike, run: dict, code: int | None, log: ParsedLog) -> str | None:
@@ -132,7 +143,9 @@ def storage_reason(run_dir: str | os.PathLike, run: dict, code: int | None, log:
     run_dir = Path(run_dir)
     broken = [problem for path in _segment_weights(run_dir, run, log)
               if (problem := rundir.RunDir(run_dir).weights_problem(path))]
-    full = _disk_full(run_dir)
+    if not broken and code is not None:
+        return None
+    full = _disk_full(run_dir, run)
     if broken:
         return broken[-1].replace("(disk full?)", "(disk full)") if full else broken[-1]
     if full and code is None:

@@ -12,7 +12,9 @@ from pipeline.images.draw import OKABE_ITO
 
 MAX_POINTS = 2000  # a line with more points is thinned for drawing: the browser gets a bounded figure
 HEIGHT = 320
-LINE = {"loss": "rgba(86,180,233,0.45)", "avg_loss": "rgb(0,114,178)", "rate": "rgb(204,121,167)"}
+LEGEND_HEIGHT = 30  # room under the x axis for a one-line legend
+LINE = {"loss": "rgba(86,180,233,0.45)", "avg_loss": "rgb(0,114,178)", "rate": "rgb(204,121,167)",
+        "resume": "rgb(213,94,0)"}
 
 
 def css(rgb: tuple[int, int, int]) -> str:
@@ -24,8 +26,12 @@ PALETTE = [css(c) for c in list(OKABE_ITO.values())[1:]]  # black left out
 
 
 def _layout(fig: go.Figure, title: str, x: str, y: str, revision: str) -> go.Figure:
+    # The legend goes under the plot: at the top right, plotly's toolbar (shown on hover) covered it.
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, height=HEIGHT, uirevision=revision,
-                      margin=dict(l=50, r=20, t=40, b=40), legend=dict(orientation="h", y=1.12, x=1, xanchor="right"))
+                      margin=dict(l=50, r=20, t=40, b=40),
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-0.3, yanchor="top"))
+    if len(fig.data) > 1:
+        fig.update_layout(height=HEIGHT + LEGEND_HEIGHT, margin=dict(b=40 + LEGEND_HEIGHT))
     return fig
 
 
@@ -39,14 +45,19 @@ def thin(frame: pd.DataFrame, max_points: int | None = None) -> pd.DataFrame:
     return keep if keep.index[-1] == frame.index[-1] else pd.concat([keep, frame.iloc[[-1]]])
 
 
-def loss_figure(iterations: pd.DataFrame, revision: str = "loss") -> go.Figure:
-    """Loss (thin, light) and avg loss (bold) against iteration."""
+def loss_figure(iterations: pd.DataFrame, revision: str = "loss", resumes: list[int] | tuple = ()) -> go.Figure:
+    """Loss (thin, light) and avg loss (bold) against iteration, a dashed vertical line where training
+    resumed (``resumes``: first iterations of the later segments, see ``logs.resume_points``)."""
     fig = go.Figure()
     rows = thin(iterations)
     fig.add_trace(go.Scatter(x=rows["iteration"], y=rows["loss"], name="loss", mode="lines",
                              line=dict(color=LINE["loss"], width=1)))
     fig.add_trace(go.Scatter(x=rows["iteration"], y=rows["avg_loss"], name="avg loss", mode="lines",
                              line=dict(color=LINE["avg_loss"], width=2)))
+    for iteration in resumes:
+        fig.add_vline(x=iteration, line=dict(color=LINE["resume"], width=1, dash="dash"),
+                      annotation_text=f"resumed at {iteration}", annotation_position="top right",
+                      annotation_font_size=11)
     return _layout(fig, "Loss", "iteration", "loss", revision)
 
 

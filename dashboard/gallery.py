@@ -87,3 +87,22 @@ def to_jpeg(rgb: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
 def boxes_xyxy_rel(boxes: pd.DataFrame) -> np.ndarray:
     """Open Images columns (XMin, XMax, YMin, YMax) → (N, 4) ``xyxy_rel``."""
     return boxes[["XMin", "YMin", "XMax", "YMax"]].to_numpy(dtype=np.float64).reshape(-1, 4)
+
+
+def box_table(boxes: pd.DataFrame, names: dict[int, str]) -> pd.DataFrame:
+    """One row per Open Images box of an image (numbered from 1, the order they are drawn in): class,
+    size in percent of the image, and the flags that are set."""
+    rows = []
+    for row in boxes.itertuples(index=False):
+        flags = [label for label, column in FLAG_FILTERS.items() if getattr(row, column, 0) == 1]
+        rows.append({"class": names.get(int(row.ClassIndex), str(row.ClassIndex)),
+                     "width": f"{100 * (row.XMax - row.XMin):.0f} %", "height": f"{100 * (row.YMax - row.YMin):.0f} %",
+                     "flags": ", ".join(flags)})
+    table = pd.DataFrame(rows, columns=["class", "width", "height", "flags"])
+    table.insert(0, "#", [str(i) for i in range(1, len(table) + 1)])  # the number drawn on the image
+    return table.set_index("#")
+
+
+def numbered(labels: list[str]) -> list[str]:
+    """``["Boat", "Boat"]`` → ``["1 Boat", "2 Boat"]``: labels matching a :func:`box_table`'s rows."""
+    return [f"{i} {label}".strip() for i, label in enumerate(labels, start=1)]

@@ -100,6 +100,26 @@ def show_flash() -> None:
         (st.success if kind == "success" else st.error)(md_escape(message))
 
 
+def in_page_words(message: str, words: dict[str, str] | None = None) -> str:
+    """A library sentence with its command-line hints replaced by the page's own words.
+
+    ``words`` maps a phrase of the sentence (``"use --overwrite"``) to what the page calls it
+    (``"tick “Replace an existing dataset of that name”"``); longer phrases are replaced first.
+    """
+    for phrase in sorted(words or {}, key=len, reverse=True):
+        message = message.replace(phrase, words[phrase])
+    return message
+
+
+def failed(status, label: str, err: BaseException | str, words: dict[str, str] | None = None) -> None:
+    """Mark an ``st.status`` panel failed and keep it open with the reason, in the page's words.
+
+    Call inside the ``with st.status(...)`` block: a collapsed "Build failed" hides why.
+    """
+    status.update(label=label, state="error", expanded=True)
+    st.error(md_escape(in_page_words(str(err), words)))
+
+
 def current_dataset() -> str | None:
     """Slug of the dataset chosen in the sidebar (None when the workspace has none)."""
     return st.session_state.get("dataset")
@@ -235,9 +255,37 @@ def show_grid(tiles: list[tuple[bytes | None, str]], columns: int = GRID_COLUMNS
     for i, (data, caption) in enumerate(tiles):
         with cols[i % columns]:
             if data is None:
-                st.caption(f"{caption}: pixels not available (not fetched or undecodable)")
+                st.caption(f"{caption}: pixels not available (not fetched, deleted or undecodable)")
             else:
                 st.image(data, caption=caption, width="stretch")
+
+
+DETAIL_SIDE = 720  # longest side of the larger view of one image, in pixels
+
+
+def pick_image(ids: list[str], key: str, describe: Callable[[str], str] | None = None) -> str | None:
+    """A "Look closer at" chooser over ``ids`` (None until the user picks one)."""
+    if not ids:
+        return None
+    if st.session_state.get(key) not in ids:
+        st.session_state.pop(key, None)  # the gallery changed: its old choice is gone
+    return st.selectbox("Look closer at", ids, index=None, key=key, format_func=describe or str,
+                        placeholder="choose an image to see it larger, with its boxes listed")
+
+
+def show_detail(data: bytes | None, caption: str, boxes: pd.DataFrame) -> None:
+    """One image larger, beside the table of its boxes (row numbers are the numbers drawn on it)."""
+    left, right = st.columns([3, 2])
+    with left:
+        if data is None:
+            st.caption(f"{caption}: pixels not available (not fetched, deleted or undecodable)")
+        else:
+            st.image(data, caption=caption, width="stretch")
+    with right:
+        if boxes.empty:
+            st.caption("No boxes on this image.")
+        else:
+            st.table(boxes)
 
 
 MARKDOWN_SPECIALS = "\\`*_{}[]<>()#+-.!|~$:"

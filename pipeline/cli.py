@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from pipeline.progress import close_bars
+
 
 class UserError(Exception):
     """A problem the user can fix; the CLI prints its message as one sentence, no traceback."""
@@ -48,8 +50,10 @@ def main(prog: str, description: str, modules: Sequence[str], argv: Sequence[str
     try:
         return int(args.func(args) or 0)
     except UserError as err:
+        close_bars()
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        close_bars()
         print("interrupted", file=sys.stderr)
         return 130

@@ -105,6 +105,21 @@ def busy_message(kind: str, name: str, record: dict) -> str:
     return f"{kind} {name} is being {doing} by {who}{when}: wait for it to finish, or stop that process and try again"
 
 
+def alive(pid: int) -> bool:
+    """True while process ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
 def _depths() -> dict[str, int]:
     if not hasattr(_held, "depth"):
         _held.depth = {}
@@ -130,8 +145,11 @@ def _acquire(path: Path, kind: str, name: str, action: str, wait: float) -> int:
             raise
         if _same_file(fd, path):
             record = {"pid": os.getpid(), "since": round(time.time(), 3), "action": action}
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            except OSError:  # a full disk: the lock holds all the same, a message just names no pid
+                pass
             return fd
         os.close(fd)  # its holder unlinked it between our open and flock: take the new file
 

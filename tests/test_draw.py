@@ -103,3 +103,37 @@ def test_label_count_must_match_and_nan_boxes_are_skipped():
         draw_boxes(_black(), [[0, 0, 0.5, 0.5], [0.5, 0.5, 1, 1]], labels=["a"])
     out = draw_boxes(_black(), [[np.nan, 0, 0.5, 0.5]], labels=["a"])
     assert not out.any()
+
+
+def _label_pixels(boxes, labels, colors):
+    """Pixels a set of labels changes (outlines drawn alike on both sides)."""
+    plain = draw_boxes(_black(200, 200), boxes, colors=colors, width=1)
+    return np.any(draw_boxes(_black(200, 200), boxes, labels=labels, colors=colors, width=1) != plain, axis=2)
+
+
+def test_a_small_box_at_the_top_edge_keeps_its_label_outside():
+    box = [[0.40, 0.0, 0.46, 0.05]]                    # a 12×10 px boat touching the top edge
+    changed = _label_pixels(box, ["FP boat 0.42"], (213, 94, 0))
+    assert changed.any()
+    assert not changed[0:10, 40:92].any()              # nothing drawn over the boat itself
+    assert np.nonzero(changed.any(axis=1))[0].min() >= 10   # the label went below it
+
+
+def test_labels_of_neighbouring_boxes_never_overlap_each_other_or_cover_a_small_box():
+    import cv2
+
+    from pipeline.images.draw import FONT, FONT_SCALE, FONT_THICKNESS, LABEL_PAD
+
+    # Three small boats in a cluster (200 px image): every label must stay whole and off every box.
+    boxes = [[0.30, 0.50, 0.36, 0.54], [0.33, 0.44, 0.40, 0.48], [0.31, 0.51, 0.37, 0.555]]
+    labels = ["FP 0.42 IoU 0.31", "FN boat", "TP 0.88"]
+    colors = [(213, 94, 0), (240, 228, 66), (0, 158, 115)]
+    out = draw_boxes(_black(200, 200), boxes, labels=labels, colors=colors, width=1)
+    outlines = draw_boxes(_black(200, 200), boxes, colors=colors, width=1).any(axis=2)
+    for text, color in zip(labels, colors):
+        (tw, th), base = cv2.getTextSize(text, FONT, FONT_SCALE, FONT_THICKNESS)
+        background = np.all(out == color, axis=2) & ~outlines
+        assert background.sum() > 0.6 * (tw + 2 * LABEL_PAD) * (th + base + 2 * LABEL_PAD), text  # not hidden
+    for x0, y0, x1, y1 in (np.array(boxes) * 200).round().astype(int):
+        inside = out[y0 + 1:y1 - 1, x0 + 1:x1 - 1].any(axis=2) & ~outlines[y0 + 1:y1 - 1, x0 + 1:x1 - 1]
+        assert not inside.any(), "a label covers a small box"

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -51,8 +52,10 @@ WRITER = textwrap.dedent("""
     lines = open(log, "rb").read().splitlines(keepends=True)
     step = len(lines) // bursts + 1
     with open(os.path.join(run, "train_log.txt"), "ab", buffering=0) as out:
-        for start in range(0, len(lines), step):
+        for number, start in enumerate(range(0, len(lines), step)):
             out.write(b"".join(lines[start:start + step]))
+            while number == 0 and not os.path.exists(os.path.join(run, "go")):
+                time.sleep(0.05)  # the rest only once `follow` is up: a slow start must not skip bursts
             time.sleep(0.5)
     open(os.path.join(run, "exit_code"), "w").write(code + "\\n")
 """)
@@ -66,12 +69,20 @@ def run_follow(tmp_path: Path, fixture: str, code: int, max_batches: int) -> tup
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(run_dir), str(FIXTURES / fixture),
                                str(code), "6"], start_new_session=True)
+    follow = subprocess.Popen([sys.executable, "-m", "darknet_runner", "--workspace", str(tmp_path), "follow", "r1"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first: list[str] = []
+    reader = threading.Thread(target=lambda: first.append(follow.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=30)  # follow has read the first burst (or says nothing until the end)
+    (run_dir / "go").touch()
     try:
-        done = subprocess.run([sys.executable, "-m", "darknet_runner", "--workspace", str(tmp_path), "follow", "r1"],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+        rest, err = follow.communicate(timeout=60)
     finally:
         writer.wait(timeout=30)
-    return done, done.stdout
+    reader.join(timeout=5)
+    out = "".join(first) + rest
+    return subprocess.CompletedProcess(follow.args, follow.returncode, out, err), out
 
 
 def test_follow_shows_growing_iterations_and_ends_finished(tmp_path):
@@ -104,6 +115,7 @@ def test_follow_function_returns_the_final_status(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "run.json").write_text(json.dumps({"max_batches": 30}))
+    (run_dir / "go").touch()  # follow runs in this process: nothing to wait for
     (tmp_path / "writer.py").write_text(WRITER)
     writer = subprocess.Popen([sys.executable, str(tmp_path / "writer.py"), str(run_dir),
                                str(FIXTURES / "pjreddie_debian_yolov3tiny_stdbufL.log"), "0", "3"],

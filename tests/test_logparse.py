@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from darknet_runner.logs import (LogFollower, LogParser, ParsedLog, alerts, as_json, failure_reason,
-                                 iterations_frame, layers_frame, parse_file, parse_tail, strip_ansi)
+                                 iterations_frame, layers_frame, log_alerts, parse_file, parse_tail, strip_ansi)
 from pipeline.cli import UserError, main
 
 from tests.support.fixtures import DARKNET_FIXTURES as FIXTURES
@@ -146,6 +146,9 @@ ITERATIONS = {
     "pjreddie_debian_yolov3tiny_stdbufL.log": (
         "pjreddie", None, 30, (1, 44.423302, 44.423302, 0.0, 0.708242, 4, None),
         (30, 1.998152, 11.263450, 0.0005, 0.694532, 120, None), 60),
+    "pjreddie_debian_images_removed_midrun.log": (  # half the listed images deleted after iteration 2
+        "pjreddie", None, 8, (1, 45.494812, 45.494812, 0.001, 1.379490, 4, None),
+        (8, 18.323570, 29.349455, 0.00001, 1.652679, 32, None), 16),
 }
 # file: [(iteration, map50, precision, recall, f1, tp, fp, fn, avg_iou, new_best, class ap)]
 MAPS = {
@@ -180,6 +183,7 @@ WEIGHTS = {
                                        (100, "backup_pj/yolov3-tiny-obj-lr_100.weights"),
                                        (115, "backup_pj/yolov3-tiny-obj-lr_final.weights")],
     "pjreddie_debian_yolov3tiny_stdbufL.log": [(30, "backup_pj30/yolov3-tiny-obj-30_final.weights")],
+    "pjreddie_debian_images_removed_midrun.log": [(8, "backup/model_final.weights")],
 }
 # file: [(line, kind, count, fatal)] — exit codes lie; these say whether the run stopped there
 ERRORS = {
@@ -189,12 +193,17 @@ ERRORS = {
     "hankai_exp_missing_label.log": [(23, "missing_label", 1965, True)],  # 1964 "unexpected error" + the block
     "pjreddie_debian_exp_filters_mismatch_rc134.log": [(19, "filters_mismatch", 1, True)],
     "pjreddie_debian_exp_missing_label_rc139.log": [(26, "missing_label", 1, True)],
+    # Debian's build loads images with OpenCV (its imread_ warning comes first) and trains on with a blank one
+    "pjreddie_debian_images_removed_midrun.log": [(38, "missing_image", 5, False), (64, "missing_image", 1, False),
+                                                  (70, "missing_image", 1, False), (72, "missing_image", 2, False),
+                                                  (76, "missing_image", 1, False)],
+    "pjreddie_debian_cfg_typo_rc134.log": [(4, "cfg_layer", 1, True), (8, "crash", 1, True)],
 }
 FORKS = {"alexeyab_detector_map.log": "alexeyab", "alexeyab_detector_test_ext_output.log": "alexeyab",
          "alexeyab_detector_valid.log": "alexeyab", "alexeyab_exp_filters_mismatch.log": "alexeyab",
          "hankai_detector_map_nocolour.log": "hank", "hankai_exp_missing_label.log": "hank",
          "pjreddie_debian_exp_filters_mismatch_rc134.log": "pjreddie",
-         "pjreddie_debian_exp_missing_label_rc139.log": "pjreddie"}
+         "pjreddie_debian_exp_missing_label_rc139.log": "pjreddie", "pjreddie_debian_cfg_typo_rc134.log": "pjreddie"}
 
 
 def test_every_fixture_is_covered_by_the_tables():
@@ -252,6 +261,8 @@ FAILURES = {
     "pjreddie_debian_exp_filters_mismatch_rc134.log": "filters= in the [convolutional] layer",
     "pjreddie_debian_exp_missing_label_rc139.log": "Label file exp/imgs/missing_label.txt is missing",
     "hankai_exp_missing_label.log": "Label file exp/imgs/missing_label.txt is missing",
+    # the log says why, where the exit code (SIGABRT of a later assertion) says "darknet crashed (0)."
+    "pjreddie_debian_cfg_typo_rc134.log": "model.cfg has a layer type darknet does not know: [maxpoool] (a typo?",
 }
 
 
@@ -347,6 +358,8 @@ ERROR_LINES = [
     ("Darknet error location: ./src/data.c, load_data(), line #1\nmosaic=1 - compile Darknet with OpenCV for using "
      "mosaic=1: Success\n", "config", True),
     ("Darknet error location: ./src/x.c, f(), line #2\nSomething unexpected: Success\n", "fatal", True),
+    ("    1 Type not recognized: [maxpoool]\n", "cfg_layer", True),
+    ("Saving weights to backup/m_final.weights\nCouldn't open file: backup/m_final.weights\n", "write_failed", True),
 ]
 
 
@@ -388,6 +401,34 @@ def test_map_train_line_alone_when_the_block_was_lost():
 
 
 # -- alerts ---------------------------------------------------------------------------------------------------
+@needs_fixtures
+def test_images_removed_during_a_real_run_raise_an_alert_with_the_count_and_the_first_paths():
+    log = parse_file(FIXTURES / "pjreddie_debian_images_removed_midrun.log")
+    found = [a for a in alerts(log, now=0, last_growth=0, process_alive=True, max_batches=8)
+             if a["kind"] == "missing_images"]
+    assert found == [{"kind": "missing_images", "iteration": 8, "count": 5,
+                      "paths": ["data/cca5a5a19e4d6e3c.jpg", "data/7c65c1e582e2e662.jpg", "data/23c6612f48268673.jpg"],
+                      "message": "darknet could not load 5 images (10 error lines in the log), first "
+                                 "data/cca5a5a19e4d6e3c.jpg, data/7c65c1e582e2e662.jpg, data/23c6612f48268673.jpg, …: "
+                                 "they were removed or are unreadable; restore them or drop them from the list."}]
+    assert failure_reason(log) is None  # OpenCV's loader goes on: not why a run would stop
+    assert [a["kind"] for a in as_json(log)["alerts"]] == ["missing_images"]  # parse-log shows it too
+
+
+def test_453_missing_images_of_a_live_alexeyab_run_are_one_alert():
+    lines = [" GPU isn't used \n"]
+    for i in range(1, 454):
+        lines.append(f'Cannot load image "data/{i:016x}.jpg"\nSTB Reason: can\'t fopen\n')
+        if i % 50 == 0:
+            lines.append(AB_ITER.format(i=i // 50, img=4 * i // 50))
+    log = parse("".join(lines))
+    (alert,) = log_alerts(log)
+    assert alert["count"] == 453 and alert["iteration"] == 9
+    assert alert["message"].startswith("darknet could not load 453 images (453 error lines in the log), first "
+                                       "data/0000000000000001.jpg, data/0000000000000002.jpg, data/0000000000000003.jpg, …")
+    assert failure_reason(log) is None  # AlexeyAB goes on: the run is "running", the alert says what is wrong
+
+
 def rising_log(n: int) -> ParsedLog:
     return parse("".join(f" {i}: 1.0, {1 + i / 100:f} avg loss, 0.1 rate, 1.0 seconds, {4 * i} images\n"
                          for i in range(1, n + 1)))

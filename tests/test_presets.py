@@ -48,8 +48,8 @@ def test_a_cuda_linked_binary_gets_the_gpu_preset(tmp_path):
 
 def test_quick_preset_fits_the_prepared_size_the_dataset_and_the_minutes(ws):
     quick = presets.make_preset("quick", ws, "boat", PJ_INFO, minutes=8)
-    assert (quick.preset, quick.model, quick.size, quick.random, quick.pretrained) == \
-        ("quick", "yolov3-tiny", 160, False, "yolov3-tiny.conv.15")
+    assert (quick.preset, quick.model, quick.size, quick.random, quick.width, quick.pretrained) == \
+        ("quick", "yolov3-tiny", 160, False, 0.25, None)
     assert (quick.batch, quick.subdivisions, quick.learning_rate, quick.steps) == (16, 4, 0.01, (0.8, 0.9))
     assert len(quick.anchors) == 6 and all(0 < w <= 160 and 0 < h <= 160 for w, h in quick.anchors)
     assert quick.max_batches % presets.SAVE_EVERY == 0 and quick.burn_in == quick.max_batches // 10
@@ -60,6 +60,12 @@ def test_quick_preset_fits_the_prepared_size_the_dataset_and_the_minutes(ws):
     assert longer.max_batches > quick.max_batches
     with pytest.raises(UserError, match="time budget must be between 1 minute and a day"):
         presets.make_preset("quick", ws, "boat", PJ_INFO, minutes=0)
+
+
+def test_quick_preset_caps_the_size_a_cpu_trains_at(ws):
+    write_json(ws.dataset("boat").manifest_path, {**ws.dataset("boat").load(), "prepare": {"settings": {"size": 416}}})
+    quick = presets.make_preset("quick", ws, "boat", PJ_INFO)
+    assert quick.size == presets.QUICK_MAX_SIZE and "prepared at 416 px" in quick.notes[0]
 
 
 def test_gpu_and_custom_presets(ws):
@@ -73,15 +79,20 @@ def test_given_values_win_and_are_validated(ws):
     settings = presets.resolve_settings(ws, "boat", PJ_INFO, "quick", size=128, max_batches=300, anchors="stock",
                                         learning_rate=None)
     assert (settings.size, settings.max_batches, settings.anchors, settings.learning_rate) == (128, 300, None, 0.01)
-    assert presets.resolve_settings(ws, "boat", PJ_INFO, None, pretrained="none").pretrained is None
+    assert settings.burn_in == 30  # follows the given iterations
+    assert presets.resolve_settings(ws, "boat", PJ_INFO, "quick", max_batches=10).burn_in == 10
+    backbone = presets.resolve_settings(ws, "boat", PJ_INFO, None, width=1.0, pretrained="yolov3-tiny.conv.15")
+    assert (backbone.width, backbone.pretrained) == (1.0, "yolov3-tiny.conv.15")
+    yolov3 = presets.resolve_settings(ws, "boat", PJ_INFO, "gpu", model="yolov3", pretrained="none", size=320)
+    assert yolov3.pretrained is None and yolov3.anchors is None
     yolov3 = presets.resolve_settings(ws, "boat", PJ_INFO, "quick", model="yolov3")
-    assert yolov3.pretrained is None and len(yolov3.anchors) == 9  # refitted for the model's anchor count
+    assert len(yolov3.anchors) == 9  # refitted for the model's anchor count
     quick = presets.make_preset("quick", ws, "boat", PJ_INFO)
     bigger = presets.resolve_settings(ws, "boat", PJ_INFO, "quick", size=320)
     assert max(w for w, _ in bigger.anchors) == pytest.approx(2 * max(w for w, _ in quick.anchors), rel=0.05)
     with pytest.raises(CfgError, match="pretrained weights need the stock width"):
-        presets.resolve_settings(ws, "boat", PJ_INFO, "quick", width=0.5)
-    assert presets.resolve_settings(ws, "boat", PJ_INFO, "quick", width=0.5, pretrained="none").width == 0.5
+        presets.resolve_settings(ws, "boat", PJ_INFO, "quick", pretrained="yolov3-tiny.conv.15")
+    assert presets.resolve_settings(ws, "boat", PJ_INFO, "quick", width=0.5).width == 0.5
     with pytest.raises(UserError, match="iterations \\(max_batches\\) must be a whole number from 1"):
         presets.resolve_settings(ws, "boat", PJ_INFO, "quick", max_batches=-5)
     with pytest.raises(UserError, match="learning rate must be above 0"):

@@ -262,3 +262,23 @@ def test_cli_download_from_registry_and_derived(tmp_path, registry_env, darknet_
                 ["--workspace", str(tmp_path / "ws"), "weights", "download", DERIVED]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "ws" / "weights" / DERIVED)
     assert verify_pretrained(tmp_path / "ws" / "weights" / DERIVED) is None
+
+
+@pytest.mark.slow
+def test_darknet_trains_from_the_registry_backbone(tmp_path, registry_env, darknet_bin):
+    """The backbone is not only derived: a real training starts from it (CI has no other source)."""
+    from darknet_runner import jobs
+    from darknet_runner.rundir import RunDir
+    from tests.support.runs import make_run, make_split_dataset, wait_state
+
+    ws = Workspace(tmp_path).ensure()
+    ensure_pretrained(ws, DERIVED, darknet=darknet_bin)
+    make_split_dataset(tmp_path, train=8, valid=4)
+    run = RunDir(make_run(tmp_path, pretrained=DERIVED, max_batches=6, darknet=darknet_bin))
+    assert run.load()["weights_arg"] == f"pretrained/{DERIVED}"
+    jobs.start(run.path)
+    final = wait_state(run.path, "finished", "failed", timeout=300)
+    log = run.log.read_text(errors="replace")
+    assert final.state == "finished", log[-2000:]
+    assert f"Loading weights from pretrained/{DERIVED}...Done!" in log
+    assert final.iteration == 6 and (run.backup / "model_final.weights").is_file()

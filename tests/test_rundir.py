@@ -84,7 +84,7 @@ def test_missing_valid_split_reuses_train(tmp_path):
 def test_existing_run_id_is_not_overwritten(tmp_path):
     make_split_dataset(tmp_path)
     make_run(tmp_path)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(UserError, match=r"^run r1 already exists: pick another --run-id$"):
         make_run(tmp_path)
 
 

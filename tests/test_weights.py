@@ -181,3 +181,35 @@ def test_cli_info_reads_the_batch_from_a_cfg(tmp_path, capsys):
     path.write_bytes(_weights_bytes(800, 3, (0, 2, 5)))
     assert _cli(["weights", "info", str(path), "--cfg", str(tmp_path / "model.cfg")]) == 0
     assert capsys.readouterr().out.splitlines()[-2:] == ["images seen: 800", "iteration at batch 8: 100"]
+
+
+@pytest.mark.parametrize("model, layers, name", [
+    ("yolov3", None, "yolov3.weights"), ("yolov3-tiny", None, "yolov3-tiny.weights"),
+    ("yolov4-tiny", None, "yolov4-tiny.weights"), ("yolov3", 74, "darknet53.conv.74"),
+    ("yolov3-tiny", 15, "yolov3-tiny.conv.15"), ("yolov3-tiny", 11, "yolov3-tiny.conv.11"),
+    ("yolov4-tiny", 29, "yolov4-tiny.conv.29"),
+])
+def test_the_cfg_implies_the_official_file_sizes(model, layers, name):
+    """header + 4 × cfg.weight_floats is the exact size of each official file (80 classes; the .conv.N
+    files are the first N layers, as ``darknet partial`` writes them)."""
+    from darknet_runner import cfg
+
+    sections = cfg.generate_sections(model, 80, max_batches=100)
+    sections = sections if layers is None else sections[:layers + 1]  # [net] + the first N layers
+    assert 20 + 4 * cfg.weight_floats(sections) == weights.PRETRAINED[name].bytes
+
+
+def test_check_complete_names_a_short_and_a_long_file(tmp_path):
+    path = tmp_path / "m.weights"
+    path.write_bytes(struct.pack("<3iQ", 0, 2, 0, 8) + bytes(4 * 10))
+    assert weights.check_complete(path, 10, "backup/m.weights") is None
+    assert weights.check_complete(path, 11, "backup/m.weights") == (
+        "backup/m.weights is 60 bytes, not the 64 bytes the cfg implies: darknet could not finish writing it "
+        "(disk full?)")
+    assert weights.check_complete(path, 9, "backup/m.weights").endswith("it was saved for another network")
+    path.write_bytes(b"")
+    assert weights.check_complete(path, 10, "m") == ("m is 0 bytes, not the 60 bytes the cfg implies: darknet "
+                                                    "could not finish writing it (disk full?)")
+    assert weights.check_complete(path, None, "m") == "m is 0 bytes, too short for a darknet weights header"
+    path.write_bytes(b"<html>" + bytes(100))
+    assert "does not start with a darknet weights header" in weights.check_complete(path, 10, "m")

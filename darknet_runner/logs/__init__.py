@@ -17,10 +17,10 @@ Callers import from this package (``from darknet_runner import logs`` or
 from darknet_runner.logs.alerts import alerts, failure_reason, log_alerts
 from darknet_runner.logs.command import as_json
 from darknet_runner.logs.follower import LogFollower, parse_file, parse_tail
-from darknet_runner.logs.frames import iterations_frame, layers_frame
+from darknet_runner.logs.frames import iterations_frame, layers_frame, resume_points
 from darknet_runner.logs.parser import LogParser
 from darknet_runner.logs.patterns import strip_ansi
 from darknet_runner.logs.records import ParsedLog
 
 __all__ = ["LogFollower", "LogParser", "ParsedLog", "alerts", "as_json", "failure_reason", "iterations_frame",
-           "layers_frame", "log_alerts", "parse_file", "parse_tail", "strip_ansi"]
+           "layers_frame", "log_alerts", "parse_file", "parse_tail", "resume_points", "strip_ansi"]

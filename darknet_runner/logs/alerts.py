@@ -7,6 +7,7 @@ from darknet_runner.logs.patterns import FATAL_KIND_ORDER
 from darknet_runner.logs.records import ParsedLog
 
 RISING_K = 100  # darknet's avg loss is a 0.9/0.1 moving average: rising this long is not noise
+FIRST_PATHS = 3  # how many of the images darknet could not load an alert names
 
 
 def log_alerts(log: ParsedLog, rising_k: int = RISING_K) -> list[dict]:
@@ -19,6 +20,15 @@ def log_alerts(log: ParsedLog, rising_k: int = RISING_K) -> list[dict]:
                            "message": f"Loss is {c['loss'][i]} / avg {c['avg_loss'][i]} at iteration "
                                       f"{c['iteration'][i]}: training diverged."})
             break
+    missing = log.error_paths("missing_image")
+    if missing:  # AlexeyAB trains on with a blank image, pjreddie exits: say it either way, with the files
+        lines = log.error_count("missing_image")
+        first = ", ".join(missing[:FIRST_PATHS]) + (", …" if len(missing) > FIRST_PATHS else "")
+        alerts.append({"kind": "missing_images", "iteration": log.last_iteration, "count": len(missing),
+                       "paths": missing[:FIRST_PATHS],
+                       "message": f"darknet could not load {len(missing)} image{'s' if len(missing) != 1 else ''} "
+                                  f"({lines} error line{'s' if lines != 1 else ''} in the log), first {first}: "
+                                  f"they were removed or are unreadable; restore them or drop them from the list."})
     avg = c["avg_loss"]
     if rising_k > 0 and len(avg) > rising_k:
         tail = avg[-rising_k - 1:]

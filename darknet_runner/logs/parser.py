@@ -75,6 +75,8 @@ class LogParser:
         self._max_tag: str | None = None
         self._seen_errors: dict[tuple, dict] = {}
         self._nan_reported = False
+        self._saving_path: str | None = None  # the last "Saving weights to X": a Couldn't open X after it is a write
+        self._opencv_loader = False  # OpenCV warned about an image: "Cannot load image" is not fatal (a blank one)
 
     # -- feeding -----------------------------------------------------------------------------
     def feed(self, data: bytes) -> int:
@@ -354,6 +356,7 @@ class LogParser:
 
     def _saving(self, text: str) -> None:
         path = SAVING.match(text).group(1)
+        self._saving_path = path
         m = WEIGHTS_ITER.search(path)
         iteration = int(m.group(1)) if m else self._current_iteration()
         self.log.weights.append({"iteration": iteration, "path": path})
@@ -465,6 +468,9 @@ class LogParser:
 
     # -- errors ----------------------------------------------------------------------------------
     def _error_line(self, line: str, lineno: int) -> None:
+        if "imread_(" in line:  # OpenCV's warning: this build loads images with OpenCV and goes on without one
+            self._opencv_loader = True
+            return
         if "Error message:" in line:  # hank's fatal block
             text = line.split("Error message:", 1)[1].strip()
             if not self._classify(text, lineno, fatal=True):
@@ -487,8 +493,11 @@ class LogParser:
             groups = m.groups() if m else ()
             if kind == "missing_image" and groups and groups[0].startswith(ALPHABET_PNG):
                 return True
+            if kind == "missing_image" and self._opencv_loader:  # pjreddie's load_image_cv: a 10×10 blank image
+                rule_fatal = False
             if kind == "open":
-                kind = _open_kind(groups[0] if groups else "")
+                target = groups[0] if groups else ""
+                kind = "write_failed" if target and target == self._saving_path else _open_kind(target)
             path = groups[-1] if kind == "wrong_annotation" and len(groups) > 1 else (groups[0] if groups else "")
             detail = groups[0] if groups else line.strip()
             self._add_error(lineno, kind, rule_fatal if fatal is None else fatal, path=path, detail=detail)
@@ -505,7 +514,7 @@ class LogParser:
             if fatal is True:
                 seen["fatal"] = True
             return
-        record = {"line": lineno, "kind": kind, "message": message, "count": 1, "fatal": fatal}
+        record = {"line": lineno, "kind": kind, "message": message, "count": 1, "fatal": fatal, "path": path}
         self._seen_errors[key] = record
         self.log._errors.append(record)
 

@@ -163,6 +163,14 @@ class ParsedLog:
         self._layer_cache_resolved = len(self._lay_iteration)
         return cache
 
+    def error_paths(self, kind: str) -> list[str]:
+        """The files named by errors of ``kind`` in log order, each once (e.g. every image darknet could not load)."""
+        return [e["path"] for e in self._errors if e["kind"] == kind and e.get("path")]
+
+    def error_count(self, kind: str) -> int:
+        """How many log lines were errors of ``kind``."""
+        return sum(e["count"] for e in self._errors if e["kind"] == kind)
+
     @property
     def errors(self) -> list[dict]:
         """Errors in log order, each once: ``{line, kind, message, count, fatal}``."""

@@ -14,11 +14,23 @@ from pipeline.workspace import Workspace
 CHILDREN = {"merge": "merge into the parent class", "separate": "one class each", "none": "leave them out"}
 GROUP_OF = {"keep": "keep the box", "drop-box": "drop the box", "drop-image": "drop the image"}
 DEPICTION = {"keep": "keep", "drop": "drop"}
+REPLACE_LABEL = "Replace an existing dataset of that name"
+# The builder's command-line hints, in this page's words.
+PAGE_WORDS = {
+    "use --overwrite": f"tick “{REPLACE_LABEL}”",
+    "--overwrite": f"“{REPLACE_LABEL}”",
+    "pick another --name": "type another “Dataset name”",
+    "--name": "“Dataset name”",
+    "(e.g. --class Boat)": "(search for one, e.g. boat)",
+    "--max-images": "“Image cap”",
+    "--negatives": "“Negatives”",
+    "--seed": "“Seed”",
+}
 
 
 @st.cache_data(show_spinner=False)
-def _classes(root: str, _stamp: int) -> pd.DataFrame:
-    """The class table (cached until class-descriptions-boxable.csv changes)."""
+def _classes(root: str, file_stamp: tuple) -> pd.DataFrame:
+    """The class table (cached until class-descriptions-boxable.csv changes: the stamp is part of the key)."""
     return classes.load_classes(Workspace(Path(root)))
 
 
@@ -33,10 +45,18 @@ def _pick_classes(table: pd.DataFrame) -> list[str]:
         hints = classes.suggest(table, query)
         hint = f" Did you mean: {', '.join(hints)}?" if hints else ""
         st.error(f"No Open Images class matches “{ui.md_escape(query)}”.{hint}")
+        for column, name in zip(st.columns(max(len(hints), 1) + 2), hints):
+            column.button(name, key=f"suggest::{name}", icon=":material/search:", on_click=_search_for, args=(name,),
+                          help=f"Search for {name}")
         return []
     names = list(found["name"])
     exact = [n for n in names if n.lower() == query.strip().lower()] or names[:1]
     return st.multiselect("Classes to build", names, default=exact, key=f"pick::{query.strip().lower()}")
+
+
+def _search_for(name: str) -> None:
+    """Fill the search box with a suggested class (a callback: runs before the box is drawn)."""
+    st.session_state["class_query"] = name
 
 
 def _children_note(picked: list[str], table: pd.DataFrame) -> None:
@@ -72,8 +92,7 @@ def _build(picked: list[str], options: dict, name: str, overwrite: bool) -> None
             manifest = build.build_dataset(ws, picked, name=name or None, overwrite=overwrite,
                                            progress=ui.progress_callback("Reading annotations"), **options)
         except (UserError, ValueError, FileNotFoundError, FileExistsError) as err:
-            status.update(label="Build failed", state="error")
-            st.error(ui.md_escape(str(err)))
+            ui.failed(status, "Build failed", err, PAGE_WORDS)
             return
         status.update(label=f"Built dataset {manifest['slug']}", state="complete")
     ui.select("dataset", manifest["slug"])
@@ -85,8 +104,10 @@ def _counts(meta: dict) -> None:
     counts = pd.DataFrame(meta.get("counts", {})).T
     if counts.empty:
         return
+    order = [s for s in ("train", "validation", "test") if s in counts.index]  # the journey's order everywhere
+    counts = counts.loc[order + [s for s in counts.index if s not in order]]
     counts.loc["total"] = counts.sum()
-    st.dataframe(counts, width="stretch")
+    st.table(counts)  # a few rows; plain text a reader (and a test) can read
 
 
 def _gallery(slug: str) -> None:
@@ -113,6 +134,14 @@ def _gallery(slug: str) -> None:
         path = gallery.original_path(ws, slug, image_id, subsets[image_id])
         labels = [names.get(int(i), str(i)) for i in rows["ClassIndex"]]
         tiles.append((ui.tile(path, gallery.boxes_xyxy_rel(rows), labels), f"{image_id} · {len(rows)} boxes"))
+    counts = {image_id: len(by_image.get(image_id, ())) for image_id in ids}
+    chosen_id = ui.pick_image(ids, "dataset_detail", lambda i: f"{i} · {counts[i]} boxes")
+    if chosen_id:
+        rows = by_image.get(chosen_id, boxes.iloc[:0])
+        labels = gallery.numbered([names.get(int(i), str(i)) for i in rows["ClassIndex"]])
+        path = gallery.original_path(ws, slug, chosen_id, subsets[chosen_id])
+        ui.show_detail(ui.tile(path, gallery.boxes_xyxy_rel(rows), labels, side=ui.DETAIL_SIDE),
+                       f"{chosen_id} · original with the Open Images boxes", gallery.box_table(rows, names))
     ui.show_grid(tiles)
 
 
@@ -125,14 +154,14 @@ if missing:
              "download the metadata first (`python -m pipeline metadata download`).")
     st.stop()
 
-table = _classes(str(ws.root), ui.mtime_ns(ws.metadata_dir / "class-descriptions-boxable.csv"))
+table = _classes(str(ws.root), ui.stamp(ws.metadata_dir / "class-descriptions-boxable.csv"))
 with st.container(border=True):
     picked = _pick_classes(table)
     _children_note(picked, table)
     options = _options()
     left, right = st.columns([3, 1])
     name = left.text_input("Dataset name (default: the class names)", key="opt_name")
-    overwrite = right.checkbox("Replace an existing dataset of that name", key="opt_overwrite")
+    overwrite = right.checkbox(REPLACE_LABEL, key="opt_overwrite")
     if st.button("Build dataset", type="primary", disabled=not picked, icon=":material/build:"):
         _build(picked, options, name, overwrite)
 

@@ -13,6 +13,9 @@ from pipeline.workspace import Workspace
 
 SIZES = list(range(128, 640, 32))
 VERIFY_N = 6
+# prepare_dataset's command-line hints, in this page's words.
+PAGE_WORDS = {"--workers": "“Worker processes”", "--size": "“Network size”", "--quality": "“JPEG quality”",
+              "build it again": "build it again on the Dataset page", "build it first": "build it on the Dataset page first"}
 
 
 def _prepare(slug: str, size: int, letterbox: bool, quality: int, workers: int) -> None:
@@ -21,8 +24,7 @@ def _prepare(slug: str, size: int, letterbox: bool, quality: int, workers: int) 
             summary = prepare.prepare_dataset(ws, slug, size=size, letterbox=letterbox, quality=quality,
                                               workers=workers or None, progress=ui.progress_callback("Preparing"))
         except UserError as err:
-            status.update(label="Prepare failed", state="error")
-            st.error(ui.md_escape(str(err)))
+            ui.failed(status, "Prepare failed", err, PAGE_WORDS)
             return
         status.update(label=f"Prepared {summary['prepared']} of {summary['images']} images", state="complete")
     if summary["failed"]:
@@ -56,25 +58,38 @@ def _verification(slug: str) -> None:
         _pair(slug, image_id)
 
 
-def _pair(slug: str, image_id: str) -> None:
+@st.cache_data(show_spinner=False, max_entries=256)
+def _pair_jpegs(root: str, slug: str, image_id: str, file_stamp: tuple) -> tuple[bytes, bytes] | str:
+    """JPEGs of :func:`verify.verification_pair`, or the sentence saying why there is none (cached
+    until the image, its label or the manifest changes)."""
     try:
-        prepared, original = verify.verification_pair(ws, slug, image_id, max_side=gallery.TILE_SIDE)
+        prepared, original = verify.verification_pair(Workspace(Path(root)), slug, image_id, max_side=gallery.TILE_SIDE)
     except UserError as err:
-        st.caption(f"{image_id}: {err}")
+        return str(err)
+    return gallery.to_jpeg(prepared), gallery.to_jpeg(original)
+
+
+def _pair(slug: str, image_id: str) -> None:
+    dataset = ws.dataset(slug)
+    pair = _pair_jpegs(str(ws.root), slug, image_id,
+                       ui.stamp(dataset.manifest_path, dataset.image(image_id), dataset.label(image_id),
+                                dataset.original(image_id)))
+    if isinstance(pair, str):
+        st.caption(f"{image_id}: {pair}")
         return
     left, right = st.columns(2)
-    left.image(gallery.to_jpeg(prepared), caption=f"{image_id} · prepared (label file)", width="stretch")
-    right.image(gallery.to_jpeg(original), caption=f"{image_id} · original (Open Images)", width="stretch")
+    left.image(pair[0], caption=f"{image_id} · prepared (label file)", width="stretch")
+    right.image(pair[1], caption=f"{image_id} · original (Open Images)", width="stretch")
 
 
 @st.cache_data(show_spinner="Looking for suspicious images…", max_entries=8)
-def _suspicious_table(root: str, slug: str, size: int, _stamp: int) -> pd.DataFrame:
+def _suspicious_table(root: str, slug: str, size: int, file_stamp: tuple) -> pd.DataFrame:
     return verify.suspicious(Workspace(Path(root)), slug, size)
 
 
 def _suspicious(slug: str, size: int) -> None:
     # Reading every original's EXIF is slow on big datasets: cached until the manifest changes.
-    table = _suspicious_table(str(ws.root), slug, size, ui.mtime_ns(ws.dataset(slug).manifest_path))
+    table = _suspicious_table(str(ws.root), slug, size, ui.stamp(ws.dataset(slug).manifest_path))
     st.subheader("Suspicious images")
     if table.empty:
         st.caption("No tiny or clipped box, no rotation, no EXIF orientation tag.")
@@ -89,9 +104,33 @@ def _suspicious(slug: str, size: int) -> None:
         _pair(slug, chosen)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _health_tables(root: str, slug: str, size: int, prepared: bool, file_stamp: tuple) -> dict:
+    """Everything the health section draws (cached until the manifest, the boxes or the split change:
+    prepare rewrites the labels and then the manifest)."""
+    ws_ = Workspace(Path(root))
+    images, boxes = health.load_tables(ws_, slug)
+    table = health.written_labels(ws_, slug, size) if prepared else health.box_table(boxes, size)
+    parts = split.read_split(ws_, slug)
+    return {"table": table, "per_image": health.boxes_per_image(images, boxes),
+            "sizes": health.size_summary(table).round(2) if not table.empty else None,
+            "flags": health.flag_counts(boxes),
+            "splits": None if parts is None else health.split_table(parts, boxes).T[list(split.SPLITS)]}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _anchor_fit(table: pd.DataFrame, k: int):
+    try:
+        return health.anchors_for(table, k)
+    except ValueError as err:  # fewer usable boxes than anchors
+        return str(err)
+
+
 def _health(slug: str, size: int, prepared: bool) -> None:
-    images, boxes = health.load_tables(ws, slug)
-    table = health.written_labels(ws, slug, size) if prepared else health.box_table(boxes, size)
+    dataset = ws.dataset(slug)
+    found = _health_tables(str(ws.root), slug, size, prepared,
+                           ui.stamp(dataset.manifest_path, dataset.boxes_path, dataset.images_path, dataset.split_json))
+    table = found["table"]
     if table.empty:
         return
     st.subheader("Dataset health")
@@ -99,26 +138,24 @@ def _health(slug: str, size: int, prepared: bool) -> None:
                f"{len(table)} boxes, {int(table['Tiny'].sum())} tiny.")
     left, right = st.columns(2)
     left.plotly_chart(charts.box_size_figure(table), key="health_sizes", width="stretch")
-    right.plotly_chart(charts.boxes_per_image_figure(health.boxes_per_image(images, boxes)),
-                       key="health_per_image", width="stretch")
+    right.plotly_chart(charts.boxes_per_image_figure(found["per_image"]), key="health_per_image", width="stretch")
     left.plotly_chart(charts.aspect_figure(table), key="health_aspect", width="stretch")
-    with right:
-        st.dataframe(health.size_summary(table).round(2), width="stretch")
-        st.dataframe(health.flag_counts(boxes), width="stretch")
-        parts = split.read_split(ws, slug)
-        if parts is not None:
-            st.dataframe(health.split_table(parts, boxes), width="stretch")
+    with right:  # small tables as plain HTML: cheaper to draw than a data grid each, and readable text
+        st.table(found["sizes"])
+        st.table(found["flags"])
+        if found["splits"] is not None:
+            st.table(found["splits"])  # train, valid, test: the order of every page
         _anchors(table)
 
 
 def _anchors(table: pd.DataFrame) -> None:
     k = st.radio("Anchors", [6, 9], horizontal=True, key="anchor_k",
                  format_func=lambda n: f"{n} (yolov3-tiny)" if n == 6 else f"{n} (yolov3)")
-    try:
-        anchors, avg_iou = health.anchors_for(table, k)
-    except ValueError as err:  # fewer usable boxes than anchors
-        st.warning(f"No anchors: {err}. Add images with boxes, or keep the model's default anchors.")
+    fit = _anchor_fit(table, int(k))
+    if isinstance(fit, str):
+        st.warning(f"No anchors: {fit}. Add images with boxes, or keep the model's default anchors.")
         return
+    anchors, avg_iou = fit
     st.code(", ".join(f"{round(w)},{round(h)}" for w, h in anchors), language=None)
     st.caption(f"Average best IoU of the boxes with these anchors: {avg_iou:.3f}.")
 

@@ -1,15 +1,19 @@
 """Split: train/valid/test ratios (each above 0, their sum enforced) and a seed → the darknet list files."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from dashboard import ui
-from pipeline.yolo import split
 from pipeline.cli import UserError
+from pipeline.workspace import Workspace
+from pipeline.yolo import health, split
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_PERCENT = {"train": 80, "valid": 10, "test": 10}
+PAGE_WORDS = {"run prepare first": "run the Prepare page first", "build it first": "build it on the Dataset page first"}
 MODE_NAMES = {"hash": "exact counts", "threshold": "stable", "official": "Open Images' own subsets"}
 STABLE_HELP = ("Off: images are ranked and cut, so each split gets its share to within one image, but adding "
                "images later may move a few existing ones to a neighbouring split. On: each image's split depends "
@@ -48,14 +52,30 @@ def _preview(n_images: int, percent: dict[str, int]) -> None:
     st.caption(f"{n_images} prepared images (an image is listed once its resized copy and label exist).")
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _split_table(root: str, slug: str, file_stamp: tuple) -> pd.DataFrame:
+    """Images, boxes (from the written label files) and images without boxes, one column per split
+    in train, valid, test order (cached until the split or the prepared labels change)."""
+    ws_ = Workspace(Path(root))
+    table = health.split_table(split.read_split(ws_, slug), health.written_labels(ws_, slug))
+    return table.T.rename(index={"empty_images": "images without boxes"})[list(SPLITS)]
+
+
+def _table(slug: str) -> pd.DataFrame:
+    dataset = ws.dataset(slug)
+    return _split_table(str(ws.root), slug, ui.stamp(dataset.split_json, dataset.manifest_path))
+
+
 def _write(slug: str, percent: dict[str, int], seed: int, official: bool, stable: bool) -> None:
     ratios = tuple(percent[name] / 100 for name in SPLITS)
     try:
-        result = split.split_dataset(ws, slug, ratios=ratios, seed=seed, official=official, stable=stable)
+        split.split_dataset(ws, slug, ratios=ratios, seed=seed, official=official, stable=stable)
     except (UserError, ValueError, FileNotFoundError) as err:
-        st.error(ui.md_escape(str(err)))
+        st.error(ui.md_escape(ui.in_page_words(str(err), PAGE_WORDS)))
         return
-    st.success(f"Wrote the split lists: {result.get('counts', result)}")
+    table = _table(slug)
+    parts = [f"{name} {table.loc['images', name]} images ({table.loc['boxes', name]} boxes)" for name in SPLITS]
+    st.success(f"Wrote the split lists: {', '.join(parts)}.")
 
 
 def _current(slug: str) -> None:
@@ -64,9 +84,11 @@ def _current(slug: str) -> None:
         st.caption("No split written yet.")
         return
     st.subheader("Current split")
-    st.dataframe(pd.DataFrame([info.get("counts", {})], index=["images"]), width="stretch")
+    st.table(_table(slug))
     mode = MODE_NAMES.get(info.get("mode"), info.get("mode"))
-    st.caption(f"Mode: {mode}; ratios {info.get('ratios')}, seed {info.get('seed')}.")
+    ratios = info.get("ratios")
+    shown = " / ".join(f"{round(100 * r)} %" for r in ratios) if ratios else "Open Images' own"
+    st.caption(f"Mode: {mode}; ratios (train / valid / test) {shown}, seed {info.get('seed')}.")
 
 
 ws = ui.workspace()

@@ -78,14 +78,21 @@ def draw_boxes(
     if labels is not None and len(labels) != len(px):
         raise ValueError(f"got {len(labels)} labels for {len(px)} boxes: give one label per box")
     finite = np.isfinite(px).all(axis=1)
+    drawn: list[tuple[int, tuple[int, int, int, int]]] = []
     for i, (x0, y0, x1, y1) in enumerate(np.where(finite[:, None], px, 0).astype(np.int64)):
         x0, x1 = np.clip([x0, x1], 0, width_px)
         y0, y1 = np.clip([y0, y1], 0, height)
         if x1 <= x0 or y1 <= y0:
             continue
         _outline(out, int(x0), int(y0), int(x1), int(y1), per_box[i], width)
+        drawn.append((i, (int(x0), int(y0), int(x1), int(y1))))
+    # Labels after every outline, each placed where it hides the least: outside a small box
+    # (above, below, beside), never on another label, and as little as possible on other boxes.
+    placed: list[tuple[int, int, int, int]] = []
+    rects = [rect for _, rect in drawn]
+    for n, (i, rect) in enumerate(drawn):
         if labels is not None and labels[i]:
-            _label(out, str(labels[i]), int(x0), int(y0), per_box[i])
+            placed.append(_label(out, str(labels[i]), rect, per_box[i], rects[:n] + rects[n + 1:], placed))
     return out
 
 
@@ -118,16 +125,52 @@ def _outline(img: np.ndarray, x0: int, y0: int, x1: int, y1: int, color: RGB, wi
     img[y0:y1, x1 - w:x1] = color
 
 
-def _label(img: np.ndarray, text: str, x0: int, y0: int, color: RGB) -> None:
-    """Text on a filled background in the box colour: above the box, or inside it at the top edge."""
+def _label(img: np.ndarray, text: str, box: tuple[int, int, int, int], color: RGB,
+           others: list[tuple[int, int, int, int]], placed: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """Text on a filled background in the box colour, at the best of :func:`_label_spots`; returns
+    the label's rectangle (x0, y0, x1, y1), end exclusive."""
     (tw, th), baseline = cv2.getTextSize(text, FONT, FONT_SCALE, FONT_THICKNESS)
-    box_h = th + baseline + 2 * LABEL_PAD
-    top = y0 - box_h if y0 - box_h >= 0 else y0
-    left = min(x0, max(0, img.shape[1] - tw - 2 * LABEL_PAD))
-    cv2.rectangle(img, (left, top), (left + tw + 2 * LABEL_PAD - 1, top + box_h - 1), color, thickness=-1)
+    size = (tw + 2 * LABEL_PAD, th + baseline + 2 * LABEL_PAD)
+    height, width = img.shape[:2]
+    spots = _label_spots(box, size, width, height)
+    costs = [_label_cost(spot, box, others, placed) + rank * 1e-3 for rank, spot in enumerate(spots)]
+    left, top, right, bottom = spots[int(np.argmin(costs))]
+    cv2.rectangle(img, (left, top), (right - 1, bottom - 1), color, thickness=-1)
     ink = (0, 0, 0) if _black_ink_reads_better(color) else (255, 255, 255)
     cv2.putText(img, text, (left + LABEL_PAD, top + LABEL_PAD + th), FONT, FONT_SCALE, ink,
                 FONT_THICKNESS, lineType=cv2.LINE_AA)
+    return left, top, right, bottom
+
+
+def _label_spots(box, size, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Candidate label rectangles in order of preference: above the box, below it, right of it,
+    left of it (each moved inside the image), then further above or below (stacked)."""
+    x0, y0, x1, y1 = box
+    w, h = size
+    corners = [(x0, y0 - h), (x0, y1), (x1, y0), (x0 - w, y0), (x1 - w, y0 - h), (x1 - w, y1),
+               (x0, y0 - 2 * h), (x0, y1 + h), (x0, y0 - 3 * h), (x0, y1 + 2 * h)]
+    spots = []
+    for left, top in corners:
+        left = min(max(0, left), max(0, width - w))
+        top = min(max(0, top), max(0, height - h))
+        spots.append((left, top, left + w, top + h))
+    return spots
+
+
+def _overlap(a, b) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _area(rect) -> int:
+    return max(1, (rect[2] - rect[0]) * (rect[3] - rect[1]))
+
+
+def _label_cost(spot, box, others, placed) -> float:
+    """How much a label at ``spot`` hides: another label (worst), the share of each other box it
+    covers, and the share of its own box beyond a 10 % corner (a big box may carry its label inside)."""
+    cost = 10.0 * sum(_overlap(spot, p) / _area(spot) for p in placed)
+    cost += 2.0 * sum(_overlap(spot, o) / _area(o) for o in others)
+    return cost + 4.0 * max(0.0, _overlap(spot, box) / _area(box) - 0.1)
 
 
 def _black_ink_reads_better(color: RGB) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.openimages import classes as oiclasses
-from pipeline import numbers
+from pipeline import locks, numbers
 from pipeline.openimages import metadata, oicsv
 from pipeline.cli import UserError
 from pipeline.progress import ProgressFn, tqdm_progress
@@ -253,14 +253,12 @@ def _install(tmp: Path, dest: Path) -> None:
         os.replace(tmp, dest)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def temp_folder(ws: Workspace, slug: str) -> Path:
+    """A new ``datasets/.<slug>.building-<pid>-*`` folder for a build of ``slug`` by this process."""
+    ws.datasets_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}.building-{os.getpid()}-", dir=ws.datasets_dir))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is an ordinary folder
+    return tmp
 
 
 def clean_leftovers(ws: Workspace, slug: str) -> list[str]:
@@ -283,7 +281,7 @@ def clean_leftovers(ws: Workspace, slug: str) -> list[str]:
             done.append(path.name)
     for match, path in found:
         mine = match["slug"] == slug
-        if match["kind"] == "building" and (mine or not _alive(int(match["pid"]))) and path.exists():
+        if match["kind"] == "building" and (mine or not locks.alive(int(match["pid"]))) and path.exists():
             shutil.rmtree(path, ignore_errors=True)
             done.append(path.name)
     if done:
@@ -318,8 +316,8 @@ def check_name(name: str) -> str:
                         "(it becomes a folder name)")
     try:
         return slugify(text)
-    except ValueError as err:
-        raise UserError(str(err)) from err
+    except ValueError:
+        raise UserError(f"cannot make a dataset folder name out of {text[:60]!r}: use letters or digits") from None
 
 
 # --------------------------------------------------------------------------- the builder
@@ -371,9 +369,7 @@ def _build_locked(ws: Workspace, dataset: DatasetDir, name: str, class_list: lis
     for step, split in enumerate(splits):
         results[split] = _build_split(ws, split, class_list, opts, _stage(progress, step, len(splits), split))
     manifest = _manifest(name, slug, class_list, opts, results)
-    ws.datasets_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{slug}.building-{os.getpid()}-", dir=ws.datasets_dir))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder is an ordinary folder
+    tmp = temp_folder(ws, slug)
     try:
         _write_outputs(DatasetDir(tmp), manifest, pd.concat([r["boxes"] for r in results.values()], ignore_index=True),
                        pd.concat([r["images"] for r in results.values()], ignore_index=True))

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.boxes import clip_xyxy_rel, xyxy_rel_to_cxcywh_rel, xyxy_rel_to_letterbox_xyxy_rel
-from pipeline import numbers
+from pipeline import locks, numbers
 from pipeline.cli import UserError
 from pipeline.images.imageio import ImageDecodeError, decode_bgr, image_size
 from pipeline.progress import ProgressFn
@@ -150,8 +150,8 @@ def prepare_dataset(
         workers = numbers.whole(workers, "--workers", 1, numbers.WORKERS_MAX, " (leave it out to use every core)")
     dataset = ws.dataset(slug)
     _check_built(dataset)
-    with dataset.lock("prepare", wait=wait):
-        try:
+    try:
+        with dataset.lock("prepare", wait=wait):
             tasks = _tasks(dataset)
             _remove_orphaned_temp_files(dataset.yolo)
             started = time.time()
@@ -159,10 +159,10 @@ def prepare_dataset(
             summary = _summary(results, settings, time.time() - started)
             write_json(dataset.prepare_json, summary)
             dataset.update(prepare=summary)  # re-reads: keeps others' keys fresh
-        except OSError as err:
-            if err.errno in DISK_FULL:
-                raise disk_full_error(dataset.path) from err
-            raise
+    except OSError as err:  # files are written to temp names and renamed: what is there is whole
+        if err.errno in DISK_FULL:
+            raise disk_full_error(dataset.path) from err
+        raise
     return summary
 
 
@@ -255,26 +255,12 @@ def _exit_when_gone(pid: int) -> None:
     except ProcessLookupError:
         os._exit(1)
     except (AttributeError, OSError):  # no pidfd here (old kernel, seccomp): poll
-        while _alive(pid):
+        while locks.alive(pid):
             time.sleep(0.25)
         os._exit(1)
     select.select([pidfd], [], [])  # readable once the process has exited
     os._exit(1)
 
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie, killed but not yet reaped, counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
 
 
 def _pool_context():

@@ -187,8 +187,66 @@ def click_button(driver, label: str, timeout: float = 60) -> None:
         found = [b for b in d.find_elements(By.XPATH, xpath) if b.is_enabled()]
         return found[0] if found else None
 
+    wait_idle(driver, timeout)  # a rerun still drawing may yet move, replace or disable the button
     button = wait_for(driver, enabled, timeout, f"no enabled button {label!r}")
+    _settle(driver, button)
+    _watch_reruns(driver)
     button.click()
+    _rerun_started(driver)
+    wait_idle(driver, timeout)
+
+
+def _rerun_started(driver, seconds: float = 3.0) -> bool:
+    """Wait (at most ``seconds``) until the rerun a click asked for has begun, so a following
+    ``wait_idle`` cannot take the page's state from before the click for the answer. A rerun quick
+    enough to start and end between two paints is not seen: False then, after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if driver.execute_script("return window.__studioReran === true;"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _settle(driver, element, tries: int = 30) -> None:
+    """Scroll ``element`` to the middle of the view and wait until it stops moving (an expander
+    animating above it, a late element pushing it down) so the click lands where it is."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+    where = "const r = arguments[0].getBoundingClientRect(); return [r.x, r.y, r.width, r.height];"
+    last = None
+    for _ in range(tries):
+        now = driver.execute_script(where, element)
+        if now == last:
+            return
+        last = now
+        time.sleep(0.1)
+
+
+def _watch_reruns(driver) -> None:
+    """Set ``window.__studioReran`` once the app's script state leaves ``notRunning`` (a rerun began)."""
+    driver.execute_script("""
+        const app = document.querySelector("[data-testid='stApp']");
+        window.__studioReran = false;
+        if (window.__studioWatch) window.__studioWatch.disconnect();
+        window.__studioWatch = new MutationObserver(() => {
+            if (app.getAttribute('data-test-script-state') !== 'notRunning') window.__studioReran = true;
+        });
+        window.__studioWatch.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+    """)
+
+
+def pick_radio(driver, label: str, option: str, timeout: float = 30) -> None:
+    """Choose ``option`` of the ``st.radio`` labelled ``label`` and wait for the rerun."""
+    from selenium.webdriver.common.by import By
+
+    group = (f"//div[@data-testid='stRadio'][.//*[@data-testid='stWidgetLabel']"
+             f"[normalize-space()={_xpath_literal(label)}]]")
+    choice = wait_for(driver, lambda d: d.find_element(
+        By.XPATH, f"{group}//label[normalize-space()={_xpath_literal(option)}]"), timeout,
+        f"no option {option!r} in the radio {label!r}")
+    _watch_reruns(driver)
+    choice.click()
+    _rerun_started(driver)
     wait_idle(driver, timeout)
 
 
@@ -261,3 +319,48 @@ def loaded_images(driver) -> int:
     return driver.execute_script(
         "return [...document.querySelectorAll(\"[data-testid='stImage'] img\")]"
         ".filter(i => i.complete && i.naturalWidth > 0).length;")
+
+
+def choose(driver, label: str, text: str, timeout: float = 30) -> None:
+    """Pick the option containing ``text`` in the selectbox labelled ``label`` (typed to filter, then clicked)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    box = widget_input(driver, label)
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(text)
+    option = wait_for(driver, lambda d: _by_text(d, "[role='option']", text), timeout, f"no option {text!r} in {label!r}")
+    option.click()
+    wait_idle(driver, timeout)
+
+
+def metric(driver, label: str) -> str:
+    """The shown value of the ``st.metric`` labelled ``label``."""
+    from selenium.webdriver.common.by import By
+
+    for element in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMetric']"):
+        lines = [line.strip() for line in element.text.splitlines() if line.strip()]
+        if lines and lines[0] == label:
+            return lines[1] if len(lines) > 1 else ""
+    raise AssertionError(f"no metric {label!r}")
+
+
+def tables_text(driver) -> str:
+    """The text of every ``st.table`` on the page (HTML tables, unlike the canvas of ``st.dataframe``)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(\"[data-testid='stTable']\")].map(t => t.innerText).join('\\n');")
+
+
+def open_panels_text(driver) -> str:
+    """The text of the ``st.status`` / ``st.expander`` panels that are open (a closed one hides its text)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(\"[data-testid='stExpander'] details[open]\")]"
+        ".map(d => d.innerText).join('\\n');")
+
+
+def table_rows(driver) -> list[list[str]]:
+    """Every row of every ``st.table`` on the page as its cells' text (header rows included)."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(\"[data-testid='stTable'] tr\")]"
+        ".map(r => [...r.querySelectorAll('th,td')].map(c => c.innerText.trim()));")
