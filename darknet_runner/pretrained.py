@@ -26,7 +26,7 @@ import zlib
 from pathlib import Path
 
 from darknet_runner import weights
-from darknet_runner.binary import find_darknet
+from darknet_runner.binary import DarknetInfo, find_darknet
 from darknet_runner.weights import PRETRAINED, Carrier, Pretrained, WeightsError
 from pipeline.atomic import read_json, write_json
 from pipeline.cli import UserError
@@ -347,7 +347,7 @@ def derive_partial(name: str, parent: str | os.PathLike, dest_dir: str | os.Path
 
     Args:
         cfg: the model cfg; default the stock one, else the generated 80-class cfg (:func:`partial_cfg`).
-        darknet: a darknet binary path (default: :func:`darknet_runner.binary.find_darknet`'s search).
+        darknet: a probed binary or a path (default: :func:`darknet_runner.binary.find_darknet`'s search).
 
     Raises:
         WeightsError: not a derived entry, darknet failed, or the result has the wrong size or header.
@@ -358,7 +358,7 @@ def derive_partial(name: str, parent: str | os.PathLike, dest_dir: str | os.Path
         raise WeightsError(f"{name} is not built with darknet partial")
     parent_name, layers = entry.derived_from
     parent, dest_dir = Path(parent).resolve(), Path(dest_dir)
-    info = find_darknet(darknet)
+    info = darknet if isinstance(darknet, DarknetInfo) else find_darknet(darknet)
     dest_dir.mkdir(parents=True, exist_ok=True)
     _step(progress, 0, f"darknet partial {parent.name} → {name} ({layers} layers)")
     with tempfile.TemporaryDirectory(prefix=f".{name}.", dir=dest_dir) as tmp:

@@ -271,8 +271,10 @@ def test_darknet_trains_from_the_registry_backbone(tmp_path, registry_env, darkn
     from darknet_runner.rundir import RunDir
     from tests.support.runs import make_run, make_split_dataset, wait_state
 
+    from darknet_runner.binary import describe
+
     ws = Workspace(tmp_path).ensure()
-    ensure_pretrained(ws, DERIVED, darknet=darknet_bin)
+    ensure_pretrained(ws, DERIVED, darknet=describe(darknet_bin))  # as `train` passes it: a probed binary
     make_split_dataset(tmp_path, train=8, valid=4)
     run = RunDir(make_run(tmp_path, pretrained=DERIVED, max_batches=6, darknet=darknet_bin))
     assert run.load()["weights_arg"] == f"pretrained/{DERIVED}"
