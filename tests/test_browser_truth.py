@@ -135,7 +135,7 @@ def test_evaluate_explains_zero_detections_and_applies_the_best_threshold(server
 
     write_predictions(predictions, list(kept.itertuples(index=False, name=None)))
     open_page(driver, server, "evaluate")
-    wait_text(driver, "Best F1 at confidence 0.90")
+    wait_text(driver, "Best F1 at confidence ≥ 0.90")
     assert metric(driver, "FP") == "1"  # the near miss (0.60) is above the default 0.25
     click_button(driver, "Set the threshold to 0.90 (best F1)")
     wait_for(driver, lambda d: metric(d, "FP") == "0", 30, "the threshold did not move")

@@ -71,7 +71,7 @@ def _explain(result: dict, det: pd.DataFrame, conf: float) -> None:
     best = result.get("best_f1_threshold")
     if best is not None:
         target = evalview.floor2(best)
-        st.caption(f"Best F1 at confidence {best:.2f}.")
+        st.caption(f"Best F1 at confidence ≥ {target:.2f} (the slider moves in steps of 0.01).")
         if abs(target - conf) >= 0.005:
             st.button(f"Set the threshold to {target:.2f} (best F1)", on_click=_set_conf, args=(target,),
                       icon=":material/tune:")
