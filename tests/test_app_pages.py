@@ -45,18 +45,9 @@ def app(demo_copy, monkeypatch):
 @pytest.fixture(scope="module")
 def split_root(demo_root, tmp_path_factory) -> Path:
     """A demo copy with the Boat dataset built, fetched from the demo folder, prepared at 128 and split."""
-    from pipeline.openimages import build
-    from pipeline.images import fetch
-    from pipeline.yolo import prepare, split
+    from tests.support.states import ready_workspace
 
-    root = tmp_path_factory.mktemp("split") / "workspace"
-    shutil.copytree(demo_root, root, symlinks=True)
-    ws = Workspace(root)
-    build.build_dataset(ws, ["Boat"])
-    fetch.fetch_images(ws, "boat", str(root / "demo" / "originals"), workers=4)
-    prepare.prepare_dataset(ws, "boat", size=128, workers=1)
-    split.split_dataset(ws, "boat")
-    return root
+    return ready_workspace(tmp_path_factory.mktemp("split") / "workspace", demo_root)
 
 
 @pytest.fixture

@@ -238,18 +238,9 @@ def _render_long_log(driver, server, browser_ws, iterations: int = 6000) -> floa
 def prepared_ws(demo_root, tmp_path):
     """A demo copy with Boat built, fetched, prepared at 128 px (the quick preset trains at the prepared
     size, and a CPU wants 128 or 160) and split: the Train page is the next step."""
-    from pipeline.images import fetch
-    from pipeline.openimages import build
-    from pipeline.workspace import Workspace
-    from pipeline.yolo import prepare, split
+    from tests.support.states import ready_workspace
 
-    root = tmp_path / "workspace"
-    shutil.copytree(demo_root, root, symlinks=True)
-    ws = Workspace(root)
-    build.build_dataset(ws, ["Boat"])
-    fetch.fetch_images(ws, "boat", str(root / "demo" / "originals"), workers=4)
-    prepare.prepare_dataset(ws, "boat", size=128, workers=1)
-    split.split_dataset(ws, "boat")
+    root = ready_workspace(tmp_path / "workspace", demo_root)
     yield root
     from darknet_runner import jobs
 
